@@ -1,0 +1,21 @@
+# Generated from the book by `tinytransformer tangle`: edit book/appendix-cli.md, not this file.
+"""tinytransformer: the GPT-style decoder-only transformer built in *Transformer from Scratch*."""
+
+from tinytransformer.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from tinytransformer.block import Block
+from tinytransformer.embeddings import Embeddings
+from tinytransformer.feedforward import FeedForward
+from tinytransformer.model import GPT, GPTConfig, count_parameters, gpt2_config
+
+__all__ = [
+    "GPT",
+    "Block",
+    "Embeddings",
+    "FeedForward",
+    "GPTConfig",
+    "MultiHeadAttention",
+    "causal_mask",
+    "count_parameters",
+    "gpt2_config",
+    "scaled_dot_product_attention",
+]

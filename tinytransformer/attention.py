@@ -1,0 +1,121 @@
+# Generated from the book by `tinytransformer tangle`: edit book/01-attention.md, book/04-multi-head-attention.md, not this file.
+"""Attention: scaled dot-product attention (chapter 1) and multi-head attention (chapter 4)."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Attend from each query to every key: ``softmax(q kᵀ / √d_k) v``.
+
+    ```python
+    import torch
+    from tinytransformer.attention import scaled_dot_product_attention
+
+    q = k = v = torch.randn(2, 5, 8)  # (B, T, d_k)
+    output, attn_weights = scaled_dot_product_attention(q, k, v)
+    assert output.shape == (2, 5, 8) and attn_weights.shape == (2, 5, 5)
+    ```
+
+    Args:
+        q: Queries, shape ``(..., T_q, d_k)``.
+        k: Keys, shape ``(..., T_k, d_k)``.
+        v: Values, shape ``(..., T_k, d_v)``.
+        mask: Optional boolean mask broadcastable to ``(..., T_q, T_k)``; ``True`` where a query may
+            attend to a key. Every query must be allowed at least one key.
+
+    Returns:
+        ``(output, attn_weights)``: the output, shape ``(..., T_q, d_v)``, and the attention weights,
+        shape ``(..., T_q, T_k)``, each row summing to one.
+
+    Raises:
+        ValueError: If the shapes of ``q``, ``k`` and ``v`` do not fit together.
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit: q and k "
+            "need the same last dimension (d_k), k and v the same number of positions"
+        )
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    attn_weights = torch.softmax(scores, dim=-1)  # each row sums to 1
+    return attn_weights @ v, attn_weights  # (..., T_q, d_v), (..., T_q, T_k)
+
+
+def causal_mask(seq_len: int, device: torch.device | None = None) -> Tensor:
+    """The causal (lower-triangular) attention mask.
+
+    Args:
+        seq_len: Number of positions, ``T``.
+        device: Where to create the mask.
+
+    Returns:
+        Boolean tensor of shape ``(T, T)``; entry ``[i, j]`` is ``True`` when position ``i`` may
+        attend to position ``j``, that is when ``j <= i``.
+    """
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention: project to Q, K, V, attend per head, merge, project out.
+
+    Args:
+        d_model: Width of the input and output vectors.
+        n_heads: Number of heads; must divide ``d_model``.
+        dropout: Dropout probability applied to the output.
+        bias: Whether the projections have biases.
+
+    Raises:
+        ValueError: If ``n_heads`` does not divide ``d_model``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if n_heads < 1 or d_model % n_heads != 0:
+            raise ValueError(f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, d_model) -> (B, H, T, d_head)``."""
+        batch_size, seq_len, _ = x.shape
+        return x.view(batch_size, seq_len, self.n_heads, self.d_head).transpose(1, 2)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Attend from every position to the positions ``mask`` allows.
+
+        Args:
+            x: Input of shape ``(B, T, d_model)``.
+            mask: Optional boolean mask broadcastable to ``(B, H, T, T)``, ``True`` where attending
+                is allowed (e.g. [`causal_mask`][tinytransformer.attention.causal_mask]).
+
+        Returns:
+            ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T, T)``.
+
+        Raises:
+            ValueError: If ``x`` is not a floating-point tensor of shape ``(B, T, d_model)``.
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_model or not x.is_floating_point():
+            raise ValueError(
+                f"x must be a floating-point tensor of shape (B, T, {self.d_model}); got dtype "
+                f"{x.dtype} and shape {tuple(x.shape)}"
+            )
+        batch_size, seq_len, _ = x.shape
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, d_head)
+        k = self.split_heads(self.k_proj(x))  # (B, H, T, d_head)
+        v = self.split_heads(self.v_proj(x))  # (B, H, T, d_head)
+        heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
+        merged = heads.transpose(1, 2).reshape(batch_size, seq_len, self.d_model)  # (B, T, d_model)
+        return self.dropout(self.out_proj(merged)), attn_weights

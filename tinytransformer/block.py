@@ -1,0 +1,56 @@
+# Generated from the book by `tinytransformer tangle`: edit book/05-block.md, not this file.
+"""The transformer block: attention and feed-forward sub-layers with residuals (chapter 5)."""
+
+from torch import Tensor, nn
+
+from tinytransformer.attention import MultiHeadAttention
+from tinytransformer.feedforward import FeedForward
+
+
+class Block(nn.Module):
+    """One transformer block: multi-head self-attention, then a feed-forward network.
+
+    Args:
+        d_model: Width of the residual stream.
+        n_heads: Number of attention heads; must divide ``d_model``.
+        d_ff: Hidden width of the feed-forward network.
+        dropout: Dropout probability inside both sub-layers.
+        bias: Whether linear layers and LayerNorms have biases.
+        pre_norm: ``True`` for Pre-LN (GPT-2: ``x + F(LN(x))``), ``False`` for Post-LN (the original
+            transformer: ``LN(x + F(x))``).
+        layer_norm_eps: Epsilon of the LayerNorms.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        pre_norm: bool = True,
+        layer_norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias)
+        self.mlp_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Apply attention then the feed-forward network, each with a residual connection.
+
+        Args:
+            x: Residual stream of shape ``(B, T, d_model)``.
+            mask: Boolean attention mask, ``True`` where attending is allowed (see
+                [`causal_mask`][tinytransformer.attention.causal_mask]).
+
+        Returns:
+            The updated residual stream, same shape as ``x``.
+        """
+        if self.pre_norm:
+            x = x + self.attn(self.attn_norm(x), mask)[0]  # (B, T, d_model)
+            return x + self.mlp(self.mlp_norm(x))
+        x = self.attn_norm(x + self.attn(x, mask)[0])
+        return self.mlp_norm(x + self.mlp(x))

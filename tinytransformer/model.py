@@ -1,0 +1,215 @@
+# Generated from the book by `tinytransformer tangle`: edit book/06-model.md, not this file.
+"""The complete GPT model: configuration, initialisation, parameter count, generation (chapter 6)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tinytransformer.attention import causal_mask
+from tinytransformer.block import Block
+from tinytransformer.embeddings import Embeddings
+
+
+@dataclass
+class GPTConfig:
+    """Every hyperparameter of the architecture. The defaults are GPT-2 small.
+
+    Attributes:
+        vocab_size: Number of token ids, ``V``.
+        max_seq_len: Longest context the model accepts (number of learned positions).
+        d_model: Width of the residual stream.
+        n_layers: Number of blocks.
+        n_heads: Attention heads per block; must divide ``d_model``.
+        d_ff: Hidden width of the feed-forward networks; ``None`` means ``4 * d_model``.
+        dropout: Dropout probability (embeddings, attention output, feed-forward output).
+        bias: Whether linear layers and LayerNorms have biases (GPT-2: yes).
+        tie_weights: Share the token embedding matrix with the output projection (GPT-2: yes).
+        pre_norm: Pre-LN blocks (GPT-2) when ``True``, Post-LN (original transformer) when ``False``.
+        layer_norm_eps: Epsilon of every LayerNorm.
+
+    Raises:
+        ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``, or
+            ``dropout`` is outside ``[0, 1)``.
+    """
+
+    vocab_size: int = 50257
+    max_seq_len: int = 1024
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+    pre_norm: bool = True
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def d_head(self) -> int:
+        """Width of one attention head, ``d_model // n_heads``."""
+        return self.d_model // self.n_heads
+
+
+class GPT(nn.Module):
+    """A GPT-style decoder-only transformer.
+
+    Args:
+        config: The architecture; see [`GPTConfig`][tinytransformer.model.GPTConfig].
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config.vocab_size, config.max_seq_len, config.d_model, config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(config.d_model, config.n_heads, config.d_ff, config.dropout, config.bias,
+                  config.pre_norm, config.layer_norm_eps)
+            for _ in range(config.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.embeddings.token_embedding.weight
+        self.register_buffer("mask", causal_mask(config.max_seq_len), persistent=False)
+        self.init_weights()
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        """Compute next-token logits at every position.
+
+        Args:
+            token_ids: Integer tensor of shape ``(B, T)`` with ``T <= max_seq_len``.
+
+        Returns:
+            Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at ``t + 1``.
+
+        Raises:
+            ValueError: If ``token_ids`` is not a 2-D integer tensor or is longer than ``max_seq_len``.
+        """
+        x = self.embeddings(token_ids)  # (B, T) -> (B, T, d_model)
+        seq_len = token_ids.shape[1]
+        mask = self.mask[:seq_len, :seq_len]  # (T, T)
+        for block in self.blocks:
+            x = block(x, mask)  # (B, T, d_model)
+        return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
+
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02²) weights, zero biases, residual projections / √(2·n_layers)."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, parameter in self.named_parameters():
+            if name.endswith(("attn.out_proj.weight", "mlp.fc_out.weight")):
+                nn.init.normal_(parameter, mean=0.0, std=residual_std)
+            elif name.endswith("norm.weight"):
+                nn.init.ones_(parameter)
+            elif name.endswith("bias"):
+                nn.init.zeros_(parameter)
+            else:  # embeddings and the other linear weights
+                nn.init.normal_(parameter, mean=0.0, std=0.02)
+
+
+    @torch.no_grad()
+    def generate(
+        self,
+        token_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Extend ``token_ids`` by ``max_new_tokens`` tokens, one at a time.
+
+        The model is put in evaluation mode (no dropout) while generating, then restored.
+
+        Args:
+            token_ids: Prompt of shape ``(B, T)``.
+            max_new_tokens: Number of tokens to append.
+            temperature: Divides the logits before sampling; must be positive.
+            greedy: Take the most likely token instead of sampling.
+            generator: Random generator for reproducible sampling.
+
+        Returns:
+            Tensor of shape ``(B, T + max_new_tokens)``: the prompt followed by the new tokens.
+
+        Raises:
+            ValueError: If ``max_new_tokens < 1`` or ``temperature <= 0`` when sampling.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
+        was_training = self.training
+        self.eval()
+        for _ in range(max_new_tokens):
+            context = token_ids[:, -self.config.max_seq_len :]  # crop to the last max_seq_len tokens
+            logits = self(context)[:, -1, :]  # (B, V): scores for the next token
+            if greedy:
+                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                probabilities = torch.softmax(logits / temperature, dim=-1)
+                next_id = torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
+            token_ids = torch.cat([token_ids, next_id], dim=1)
+        self.train(was_training)
+        return token_ids
+
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters, counting tied weights once."""
+        return sum(parameter.numel() for parameter in self.parameters())
+
+
+def count_parameters(config: GPTConfig) -> int:
+    """Parameter count of a [`GPT`][tinytransformer.model.GPT] built from ``config``, by formula.
+
+    Args:
+        config: The architecture.
+
+    Returns:
+        The number of parameters, equal to ``GPT(config).num_parameters()``.
+    """
+    d, d_ff, bias = config.d_model, config.d_ff, int(config.bias)
+    embeddings = (config.vocab_size + config.max_seq_len) * d
+    attention = 4 * d * d + 4 * d * bias
+    feed_forward = 2 * d * d_ff + (d_ff + d) * bias
+    layer_norms = 2 * d * (1 + bias)
+    final_norm = d * (1 + bias)
+    lm_head = 0 if config.tie_weights else config.vocab_size * d
+    return embeddings + config.n_layers * (attention + feed_forward + layer_norms) + final_norm + lm_head
+
+
+GPT2_SIZES = {
+    "small": dict(n_layers=12, n_heads=12, d_model=768),
+    "medium": dict(n_layers=24, n_heads=16, d_model=1024),
+    "large": dict(n_layers=36, n_heads=20, d_model=1280),
+    "xl": dict(n_layers=48, n_heads=25, d_model=1600),
+}
+
+
+def gpt2_config(size: str = "small") -> GPTConfig:
+    """The configuration of a published GPT-2 model.
+
+    Args:
+        size: One of ``"small"``, ``"medium"``, ``"large"``, ``"xl"``.
+
+    Returns:
+        The [`GPTConfig`][tinytransformer.model.GPTConfig] with GPT-2's vocabulary and context.
+
+    Raises:
+        ValueError: If ``size`` is not one of the four names.
+    """
+    if size not in GPT2_SIZES:
+        raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_SIZES)}")
+    return GPTConfig(**GPT2_SIZES[size])

@@ -1,0 +1,90 @@
+# Generated from the book by `tinytransformer tangle`: edit book/appendix-literate.md, not this file.
+"""Build the package from the book: collect titled code blocks and write them to their files."""
+
+import difflib
+import re
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+PACKAGE = "tinytransformer"
+TITLE = re.compile(r'title="(' + PACKAGE + r'/[\w/]+\.py)"')
+MARK = "# Generated from the book by `tinytransformer tangle`"
+HEADER = MARK + ": edit {sources}, not this file.\n"
+
+
+def collect_blocks(book_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Gather the package's code from the book.
+
+    Args:
+        book_dir: The folder of Markdown chapters.
+
+    Returns:
+        For each package file (e.g. ``"tinytransformer/model.py"``), its blocks in book order as
+        ``(chapter path, code)`` pairs.
+    """
+    parser = MarkdownIt("commonmark")
+    blocks: dict[str, list[tuple[str, str]]] = {}
+    for chapter in sorted(book_dir.glob("*.md")):
+        for token in parser.parse(chapter.read_text(encoding="utf-8")):
+            match = TITLE.search(token.info) if token.type == "fence" else None
+            if match:
+                source = f"{book_dir.name}/{chapter.name}"
+                blocks.setdefault(match.group(1), []).append((source, token.content))
+    return blocks
+
+
+def render(blocks: list[tuple[str, str]]) -> str:
+    """Join one file's blocks under a header that says where to edit them.
+
+    Args:
+        blocks: ``(chapter path, code)`` pairs in book order.
+
+    Returns:
+        The file's full text.
+    """
+    sources = ", ".join(dict.fromkeys(source for source, _ in blocks))
+    body = "\n\n\n".join(code.strip("\n") for _, code in blocks)
+    return HEADER.format(sources=sources) + body + "\n"
+
+
+def tangle(root: Path, check: bool = False) -> list[str]:
+    """Regenerate (or, with ``check``, verify) every package file from the book.
+
+    Args:
+        root: The repository root, holding ``book/`` and ``tinytransformer/``.
+        check: Write nothing; report each difference between book and package instead.
+
+    Returns:
+        One message per problem found (``check``) or per file written or removed (otherwise).
+    """
+    expected = {name: render(blocks) for name, blocks in collect_blocks(root / "book").items()}
+    messages = []
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        text = path.read_text(encoding="utf-8")
+        if name in expected:
+            continue
+        if not text.startswith(MARK):
+            messages.append(f"{name}: not in the book; write it as titled blocks in a chapter")
+        elif check:
+            messages.append(f"{name}: stale, no block in the book names it any more")
+        else:
+            path.unlink()
+            messages.append(f"removed {name}: no block in the book names it any more")
+    for name, text in expected.items():
+        path = root / name
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current == text:
+            continue
+        if check:
+            diff = difflib.unified_diff(
+                current.splitlines(keepends=True), text.splitlines(keepends=True),
+                f"{name} (package)", f"{name} (book)",
+            )
+            messages.append(f"{name}: differs from the book\n" + "".join(diff))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            messages.append(f"wrote {name}")
+    return messages
