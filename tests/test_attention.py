@@ -169,3 +169,26 @@ def test_heads_that_do_not_divide_d_model_raise(d_model, n_heads):
 def test_wrong_input_raises_value_error_naming_shape_and_dtype(x):
     with pytest.raises(ValueError, match=r"shape \(B, T, 16\); got dtype"):
         MultiHeadAttention(d_model=16, n_heads=2)(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_path_equals_the_book_path(dtype):
+    torch.manual_seed(0)
+    book = MultiHeadAttention(d_model=32, n_heads=4).to(dtype)
+    fast = MultiHeadAttention(d_model=32, n_heads=4, fast_attention=True).to(dtype)
+    fast.load_state_dict(book.state_dict())
+    x = torch.randn(3, 9, 32, dtype=dtype, requires_grad=True)
+    expected, _ = book(x, causal_mask(9), need_weights=False)
+    output, attn_weights = fast(x, causal_mask(9), need_weights=False)
+    assert attn_weights is None  # the fused kernel never forms the weights
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(output, expected, atol=tolerance)
+    (grad_fast,) = torch.autograd.grad(output.sum(), x)
+    (grad_book,) = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(grad_fast, grad_book, atol=tolerance * 10)
+
+
+def test_fast_path_still_returns_weights_when_asked():
+    attention = MultiHeadAttention(d_model=16, n_heads=2, fast_attention=True)
+    _, attn_weights = attention(torch.randn(1, 4, 16), causal_mask(4))
+    assert attn_weights.shape == (1, 2, 4, 4)

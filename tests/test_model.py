@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinytransformer.model import GPT, GPTConfig, count_parameters, gpt2_config
+from tinytransformer.model import GPT, GPTConfig, block_gradient_norms, count_parameters, gpt2_config
 
 
 @pytest.fixture
@@ -182,3 +182,24 @@ def test_generate_restores_training_mode(model):
 def test_generate_rejects_bad_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.generate(torch.zeros(1, 1, dtype=torch.long), **kwargs)
+
+
+def test_block_gradient_norms_gives_one_norm_per_block_and_keeps_the_random_state(tiny_config):
+    rng_state = torch.get_rng_state()
+    norms = block_gradient_norms(tiny_config, batch_size=2)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert norms.shape == (tiny_config.n_layers,) and (norms > 0).all()
+    assert torch.equal(norms, block_gradient_norms(tiny_config, batch_size=2))  # seeded: reproducible
+
+
+def test_fast_attention_model_gives_the_same_logits_and_gradients(tiny_config):
+    torch.manual_seed(0)
+    book = GPT(tiny_config)
+    fast = GPT(GPTConfig(**{**vars(tiny_config), "fast_attention": True}))
+    fast.load_state_dict(book.state_dict())
+    token_ids = torch.randint(0, 32, (2, 16))
+    assert torch.allclose(book(token_ids), fast(token_ids), atol=1e-5)
+    book(token_ids).logsumexp(-1).sum().backward()
+    fast(token_ids).logsumexp(-1).sum().backward()
+    for (name, a), b in zip(book.named_parameters(), fast.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name

@@ -1,9 +1,10 @@
-# Generated from the book by `tinytransformer tangle`: edit book/01-attention.md, book/04-multi-head-attention.md, not this file.
+# Generated from the book by `tinytransformer tangle`: edit book/01-attention.md, book/04-multi-head-attention.md, book/10-generation.md, not this file.
 """Attention: scaled dot-product attention (chapter 1) and multi-head attention (chapter 4)."""
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -70,18 +71,23 @@ class MultiHeadAttention(nn.Module):
         n_heads: Number of heads; must divide ``d_model``.
         dropout: Dropout probability applied to the output.
         bias: Whether the projections have biases.
+        fast_attention: Compute attention with PyTorch's fused
+            ``torch.nn.functional.scaled_dot_product_attention`` when the weights are not requested
+            (chapter 12); the result is the same.
 
     Raises:
         ValueError: If ``n_heads`` does not divide ``d_model``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 fast_attention: bool = False):
         super().__init__()
         if n_heads < 1 or d_model % n_heads != 0:
             raise ValueError(f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})")
         self.d_model = d_model
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
+        self.fast_attention = fast_attention
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -93,16 +99,24 @@ class MultiHeadAttention(nn.Module):
         batch_size, seq_len, _ = x.shape
         return x.view(batch_size, seq_len, self.n_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, kv_cache: "KVCache | None" = None, need_weights: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         """Attend from every position to the positions ``mask`` allows.
 
         Args:
             x: Input of shape ``(B, T, d_model)``.
-            mask: Optional boolean mask broadcastable to ``(B, H, T, T)``, ``True`` where attending
+            mask: Optional boolean mask broadcastable to ``(B, H, T, T_k)``, ``True`` where attending
                 is allowed (e.g. [`causal_mask`][tinytransformer.attention.causal_mask]).
+            kv_cache: Keys and values of earlier positions, used when generating (chapter 10). The
+                new keys and values are appended to it, and the queries attend to all
+                ``T_k = T_past + T`` of them. Without a cache, ``T_k = T``.
+            need_weights: Return the attention weights. Without them, a model built with
+                ``fast_attention`` uses the fused kernel, which never forms the weights.
 
         Returns:
-            ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T, T)``.
+            ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T, T_k)``;
+            ``attn_weights`` is ``None`` when the fused kernel ran.
 
         Raises:
             ValueError: If ``x`` is not a floating-point tensor of shape ``(B, T, d_model)``.
@@ -116,6 +130,49 @@ class MultiHeadAttention(nn.Module):
         q = self.split_heads(self.q_proj(x))  # (B, H, T, d_head)
         k = self.split_heads(self.k_proj(x))  # (B, H, T, d_head)
         v = self.split_heads(self.v_proj(x))  # (B, H, T, d_head)
-        heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
+        if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
+            k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
+        if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel
+            heads, attn_weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+        else:
+            heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
         merged = heads.transpose(1, 2).reshape(batch_size, seq_len, self.d_model)  # (B, T, d_model)
         return self.dropout(self.out_proj(merged)), attn_weights
+
+
+class KVCache:
+    """The keys and values that one attention layer has computed so far, kept while generating.
+
+    [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache, appends the
+    keys and values of its new positions to it and attends over all of them, so earlier positions
+    are never computed twice.
+
+    Attributes:
+        k: Cached keys, shape ``(B, H, seq_len, d_head)``; ``None`` while the cache is empty.
+        v: Cached values, same shape as ``k``.
+    """
+
+    def __init__(self):
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def seq_len(self) -> int:
+        """Number of positions in the cache."""
+        return 0 if self.k is None else self.k.shape[2]
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the keys and values of new positions.
+
+        Args:
+            k: Keys of the new positions, shape ``(B, H, T, d_head)``.
+            v: Their values, same shape.
+
+        Returns:
+            ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T, d_head)``.
+        """
+        if self.k is not None:
+            k = torch.cat([self.k, k], dim=2)  # (B, H, seq_len + T, d_head)
+            v = torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v

@@ -3,7 +3,7 @@
 
 from torch import Tensor, nn
 
-from tinytransformer.attention import MultiHeadAttention
+from tinytransformer.attention import KVCache, MultiHeadAttention
 from tinytransformer.feedforward import FeedForward
 
 
@@ -19,6 +19,7 @@ class Block(nn.Module):
         pre_norm: ``True`` for Pre-LN (GPT-2: ``x + F(LN(x))``), ``False`` for Post-LN (the original
             transformer: ``LN(x + F(x))``).
         layer_norm_eps: Epsilon of the LayerNorms.
+        fast_attention: Let attention use PyTorch's fused kernel (chapter 12); same result.
     """
 
     def __init__(
@@ -30,27 +31,29 @@ class Block(nn.Module):
         bias: bool = True,
         pre_norm: bool = True,
         layer_norm_eps: float = 1e-5,
+        fast_attention: bool = False,
     ):
         super().__init__()
         self.pre_norm = pre_norm
         self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, fast_attention)
         self.mlp_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.mlp = FeedForward(d_model, d_ff, dropout, bias)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
         """Apply attention then the feed-forward network, each with a residual connection.
 
         Args:
             x: Residual stream of shape ``(B, T, d_model)``.
             mask: Boolean attention mask, ``True`` where attending is allowed (see
                 [`causal_mask`][tinytransformer.attention.causal_mask]).
+            kv_cache: This block's cache of earlier keys and values, when generating (chapter 10).
 
         Returns:
             The updated residual stream, same shape as ``x``.
         """
         if self.pre_norm:
-            x = x + self.attn(self.attn_norm(x), mask)[0]  # (B, T, d_model)
+            x = x + self.attn(self.attn_norm(x), mask, kv_cache, need_weights=False)[0]  # (B, T, d_model)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attn_norm(x + self.attn(x, mask)[0])
+        x = self.attn_norm(x + self.attn(x, mask, kv_cache, need_weights=False)[0])
         return self.mlp_norm(x + self.mlp(x))

@@ -5,7 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from tinytransformer.bench import add_bench_command
+from tinytransformer.figures import add_figures_command
+from tinytransformer.generation import add_generate_command
 from tinytransformer.tangle import tangle
+from tinytransformer.train import add_train_command
 
 
 def run_tangle(args: argparse.Namespace) -> int:
@@ -37,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     tangle_parser.add_argument("--check", action="store_true", help="write nothing; list differences and exit 1 if any")
     tangle_parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     tangle_parser.set_defaults(run=run_tangle)
+    add_train_command(commands)
+    add_generate_command(commands)
+    add_bench_command(commands)
+    add_figures_command(commands)
     return parser
 
 

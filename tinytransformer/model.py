@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tinytransformer.attention import causal_mask
+from tinytransformer.attention import KVCache, causal_mask
 from tinytransformer.block import Block
 from tinytransformer.embeddings import Embeddings
 
@@ -28,6 +28,8 @@ class GPTConfig:
         tie_weights: Share the token embedding matrix with the output projection (GPT-2: yes).
         pre_norm: Pre-LN blocks (GPT-2) when ``True``, Post-LN (original transformer) when ``False``.
         layer_norm_eps: Epsilon of every LayerNorm.
+        fast_attention: Compute attention with PyTorch's fused kernel instead of chapter 1's code
+            (chapter 12); the outputs are the same, the training presets turn it on for speed.
 
     Raises:
         ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``, or
@@ -45,6 +47,7 @@ class GPTConfig:
     tie_weights: bool = True
     pre_norm: bool = True
     layer_norm_eps: float = 1e-5
+    fast_attention: bool = False
 
     def __post_init__(self):
         if self.d_ff is None:
@@ -77,7 +80,7 @@ class GPT(nn.Module):
         self.embeddings = Embeddings(config.vocab_size, config.max_seq_len, config.d_model, config.dropout)
         self.blocks = nn.ModuleList(
             Block(config.d_model, config.n_heads, config.d_ff, config.dropout, config.bias,
-                  config.pre_norm, config.layer_norm_eps)
+                  config.pre_norm, config.layer_norm_eps, config.fast_attention)
             for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
@@ -87,23 +90,32 @@ class GPT(nn.Module):
         self.register_buffer("mask", causal_mask(config.max_seq_len), persistent=False)
         self.init_weights()
 
-    def forward(self, token_ids: Tensor) -> Tensor:
+    def forward(self, token_ids: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
         """Compute next-token logits at every position.
 
         Args:
             token_ids: Integer tensor of shape ``(B, T)`` with ``T <= max_seq_len``.
+            kv_caches: When generating (chapter 10), one [`KVCache`][tinytransformer.attention.KVCache]
+                per block; ``token_ids`` then continues the positions already in the caches.
 
         Returns:
             Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at ``t + 1``.
 
         Raises:
-            ValueError: If ``token_ids`` is not a 2-D integer tensor or is longer than ``max_seq_len``.
+            ValueError: If ``token_ids`` is not a 2-D integer tensor, if it is longer than
+                ``max_seq_len`` (counting cached positions), or if ``kv_caches`` does not hold one
+                cache per block.
         """
-        x = self.embeddings(token_ids)  # (B, T) -> (B, T, d_model)
-        seq_len = token_ids.shape[1]
-        mask = self.mask[:seq_len, :seq_len]  # (T, T)
-        for block in self.blocks:
-            x = block(x, mask)  # (B, T, d_model)
+        start_pos = 0
+        if kv_caches is not None:
+            if len(kv_caches) != len(self.blocks):
+                raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block")
+            start_pos = kv_caches[0].seq_len  # positions already cached
+        x = self.embeddings(token_ids, start_pos)  # (B, T) -> (B, T, d_model)
+        end_pos = start_pos + token_ids.shape[1]
+        mask = self.mask[start_pos:end_pos, :end_pos]  # (T, T_k): new positions see every earlier one
+        for block, kv_cache in zip(self.blocks, kv_caches or [None] * len(self.blocks)):
+            x = block(x, mask, kv_cache)  # (B, T, d_model)
         return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
 
 
@@ -126,44 +138,50 @@ class GPT(nn.Module):
         self,
         token_ids: Tensor,
         max_new_tokens: int,
+        *,
         temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        eot_id: int | None = None,
+        use_cache: bool = True,
     ) -> Tensor:
-        """Extend ``token_ids`` by ``max_new_tokens`` tokens, one at a time.
+        """Extend ``token_ids`` by up to ``max_new_tokens`` tokens, one at a time.
 
-        The model is put in evaluation mode (no dropout) while generating, then restored.
+        The model is in evaluation mode (no dropout) while generating, then restored. The loop is
+        [`generate_tokens`][tinytransformer.generation.generate_tokens], which yields the tokens as
+        they come, for streaming.
 
         Args:
-            token_ids: Prompt of shape ``(B, T)``.
-            max_new_tokens: Number of tokens to append.
+            token_ids: Prompts of shape ``(B, T)`` with ``T >= 1``, one row per sequence.
+            max_new_tokens: Most tokens to append; at least 1.
             temperature: Divides the logits before sampling; must be positive.
+            top_k: Sample only among the ``top_k`` most likely tokens.
+            top_p: Sample only among the most likely tokens whose probabilities reach ``top_p``
+                together (nucleus sampling); in ``(0, 1]``.
             greedy: Take the most likely token instead of sampling.
             generator: Random generator for reproducible sampling.
+            eot_id: End-of-text token. A row that produces it is finished and padded with it from
+                then on; generation stops early once every row is finished.
+            use_cache: Reuse the keys and values of earlier positions (the KV cache). ``False``
+                recomputes the whole context at every step, with the same result, more slowly.
 
         Returns:
-            Tensor of shape ``(B, T + max_new_tokens)``: the prompt followed by the new tokens.
+            Tensor of shape ``(B, T + n)``: the prompts followed by ``n`` new tokens, where
+            ``n = max_new_tokens`` unless every row reached ``eot_id`` sooner.
 
         Raises:
-            ValueError: If ``max_new_tokens < 1`` or ``temperature <= 0`` when sampling.
+            ValueError: If the prompt is empty or not ``(B, T)``, ``max_new_tokens < 1``,
+                ``temperature <= 0`` when sampling, ``top_k < 1`` or ``top_p`` outside ``(0, 1]``.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if not greedy and temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
-        was_training = self.training
-        self.eval()
-        for _ in range(max_new_tokens):
-            context = token_ids[:, -self.config.max_seq_len :]  # crop to the last max_seq_len tokens
-            logits = self(context)[:, -1, :]  # (B, V): scores for the next token
-            if greedy:
-                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                probabilities = torch.softmax(logits / temperature, dim=-1)
-                next_id = torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
-            token_ids = torch.cat([token_ids, next_id], dim=1)
-        self.train(was_training)
-        return token_ids
+        from tinytransformer.generation import generate_tokens  # chapter 10 (a top-level import would be circular)
+
+        new_tokens = generate_tokens(
+            self, token_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            greedy=greedy, generator=generator, eot_id=eot_id, use_cache=use_cache,
+        )
+        return torch.cat([token_ids, *new_tokens], dim=1)  # (B, T + n)
 
 
     def num_parameters(self) -> int:
@@ -213,3 +231,27 @@ def gpt2_config(size: str = "small") -> GPTConfig:
     if size not in GPT2_SIZES:
         raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_SIZES)}")
     return GPTConfig(**GPT2_SIZES[size])
+
+
+def block_gradient_norms(config: GPTConfig, batch_size: int = 8, seed: int = 0) -> Tensor:
+    """Gradient norm of each block's first feed-forward weight in a freshly initialised model.
+
+    One forward and backward pass of the next-token loss on random tokens. The global random state
+    is left as it was.
+
+    Args:
+        config: The architecture to measure.
+        batch_size: Number of random sequences, each ``max_seq_len + 1`` tokens long.
+        seed: Seeds the initialisation and the tokens.
+
+    Returns:
+        Tensor of shape ``(n_layers,)``: the norm of the gradient of ``blocks[l].mlp.fc_in.weight``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(config)
+    tokens = torch.randint(0, config.vocab_size, (batch_size, config.max_seq_len + 1),
+                           generator=torch.Generator().manual_seed(seed))
+    logits = model(tokens[:, :-1])  # (B, T, V)
+    nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    return torch.stack([block.mlp.fc_in.weight.grad.norm() for block in model.blocks])

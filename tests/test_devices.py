@@ -1,0 +1,70 @@
+"""Device selection, autocast and NaN hunting (chapter 9)."""
+
+import contextlib
+
+import pytest
+import torch
+
+from tinytransformer.devices import NonFiniteError, autocast, select_device, watch_for_non_finite
+from tinytransformer.model import GPT
+
+
+def test_auto_picks_cuda_only_when_available():
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_cpu_is_always_available():
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_unknown_device_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown device 'tpu'; choose one of auto, cpu, cuda, mps"):
+        select_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_missing_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA GPU here; use --device cpu"):
+        select_device("cuda")
+
+
+def test_missing_mps_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="MPS .* is not available here"):
+        select_device("mps")
+
+
+def test_mps_warns_about_its_nan_bugs(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    with pytest.warns(UserWarning, match="107294"):
+        assert select_device("mps").type == "mps"
+
+
+def test_autocast_is_a_no_op_on_cpu():
+    assert isinstance(autocast(torch.device("cpu")), contextlib.nullcontext)
+
+
+def test_injected_nan_is_reported_with_the_module_name(tiny_config):
+    model = GPT(tiny_config)
+    with torch.no_grad():
+        model.blocks[1].attn.v_proj.weight[3, 0] = float("nan")
+    watch_for_non_finite(model)
+    with pytest.raises(NonFiniteError, match=r"NaN in the output of module blocks\.1\.attn\.v_proj \(batch rows \[0, 1\]\)"):
+        model(torch.randint(0, 32, (2, 8)))
+
+
+def test_infinite_gradient_is_reported_with_the_parameter_name(tiny_config):
+    model = GPT(tiny_config)
+    watch_for_non_finite(model)
+    logits = model(torch.randint(0, 32, (2, 8)))
+    with pytest.raises(NonFiniteError, match="in the gradient of parameter final_norm"):
+        (logits.sum() * float("inf")).backward()
+
+
+def test_watching_can_be_stopped(tiny_config):
+    model = GPT(tiny_config)
+    for handle in watch_for_non_finite(model):
+        handle.remove()
+    with torch.no_grad():
+        model.blocks[0].mlp.fc_in.weight.fill_(float("nan"))
+    assert model(torch.randint(0, 32, (1, 4))).isnan().all()

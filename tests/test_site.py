@@ -1,0 +1,216 @@
+"""The built site as a reader's browser shows it: every page opened in headless Chromium.
+
+The site is built once (``mkdocs build``, strict as configured) into a temporary folder and served
+on 127.0.0.1. Chromium is Debian's (``apt-get install chromium``; ``.ci/run`` installs it), driven by
+Playwright for Python; Playwright's own browser download is never used. Any request to another host
+is blocked and reported: the site must work offline. A full-page screenshot of every page is saved
+for a human to look at; the test prints the folder.
+"""
+
+import base64
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Every request that leaves 127.0.0.1 goes to a proxy that is not there, so it fails (the test records
+    # it); loopback never uses a proxy. Unlike Playwright's request routing, this keeps the browser cache.
+    "--proxy-server=http://127.0.0.1:9",
+]
+
+# Material's copy button on each code block (button.md-clipboard before Material 9.6).
+COPY_BUTTON = '"button[data-md-type=copy], button.md-clipboard"'
+
+# Run in the page after it has loaded: everything the reader should see, checked in one round trip.
+INSPECT_PAGE = r"""() => {
+    const rawTex = /\\\(|\\\[|\$\$|\$[^$\s][^$]*\$/;
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
+        acceptNode: (node) => node.parentElement.closest("pre, code, script, style, textarea, .katex")
+            ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT,
+    });
+    const raw = [];
+    while (walker.nextNode()) {
+        const text = walker.currentNode.textContent;
+        if (rawTex.test(text)) raw.push(text.trim().slice(0, 80));
+    }
+    const math = [...document.querySelectorAll(".arithmatex")];
+    const code = [...document.querySelectorAll("div.highlight")];
+    const python = [...document.querySelectorAll("div.language-python")];
+    return {
+        math: math.length,
+        unrendered_math: math.filter((e) => !e.querySelector(".katex"))
+            .map((e) => e.textContent.slice(0, 80)),
+        raw_tex: raw,
+        images: document.images.length,
+        broken_images: [...document.images].filter((i) => !(i.complete && i.naturalWidth > 0))
+            .map((i) => i.src),
+        code_blocks: code.length,
+        without_copy_button: code.filter((e) => !e.querySelector(COPY_BUTTON)).length,
+        python_blocks: python.length,
+        unhighlighted_python: python.filter((e) => !e.querySelector("code span[class]")).length,
+    };
+}""".replace("COPY_BUTTON", COPY_BUTTON)
+
+# Material adds the copy buttons and math.js renders the math once the page's scripts have run.
+PAGE_READY = """() => [...document.querySelectorAll(".arithmatex")].every((e) => e.querySelector(".katex"))
+    && [...document.querySelectorAll("div.highlight")].every((e) => e.querySelector(COPY_BUTTON))""".replace(
+    "COPY_BUTTON", COPY_BUTTON)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # the browser closed a connection (it left the page mid-download); failures show in the browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    site_dir = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(site_dir)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, f"mkdocs build failed:\n{result.stderr[-4000:]}"
+    return site_dir
+
+
+@pytest.fixture(scope="module")
+def base_url(site: Path):
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} not found: the site test needs Debian's Chromium. Install it with "
+            "`apt-get install -y chromium` (.ci/run does). Do not run `playwright install`."
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is not installed: python -m pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser, base_url):
+    """A browser context that records in ``context.external`` every request to another host."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.external = []
+    context.on("request", lambda request: request.url.startswith(("http:", "https:", "ws:", "wss:"))
+               and not request.url.startswith(base_url) and context.external.append(request.url))
+    yield context
+    context.close()
+
+
+def site_pages(site: Path) -> list[str]:
+    """Every page of the built site, as a URL path relative to its root ("/" is the landing page)."""
+    folders = (path.parent.relative_to(site).as_posix() for path in site.rglob("index.html"))
+    return sorted(folder.removeprefix(".") + "/" for folder in folders)
+
+
+def save_full_page_screenshot(page, devtools, path: Path) -> None:
+    """Save the whole page as a JPEG at 0.6 scale (still legible), through the DevTools protocol.
+
+    This takes a third of the time of Playwright's ``page.screenshot(full_page=True)`` at full scale,
+    which resizes the viewport to the whole page first; the screenshots are most of this test's time.
+    """
+    size = page.evaluate("({width: innerWidth, height: document.documentElement.scrollHeight})")
+    clip = {"x": 0, "y": 0, "scale": 0.6, **size}
+    shot = devtools.send("Page.captureScreenshot", {
+        "format": "jpeg", "quality": 70, "captureBeyondViewport": True, "clip": clip,
+    })
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, capsys):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    pages = site_pages(site)
+    assert "/" in pages and "01-attention/" in pages
+    screenshots = tmp_path_factory.mktemp("site-screenshots")
+    page = context.new_page()
+    devtools = context.new_cdp_session(page)
+    events: list[str] = []
+    page.on("console", lambda message: message.type == "error"
+            and events.append(f"console error: {message.text}"))
+    page.on("pageerror", lambda error: events.append(f"script error: {error}"))
+    page.on("requestfailed", lambda request: request.url.startswith(base_url)
+            and events.append(f"request failed: {request.url} ({request.failure})"))
+    page.on("response", lambda response: response.status >= 400
+            and events.append(f"HTTP {response.status}: {response.url}"))
+
+    problems: dict[str, list[str]] = {}
+    totals = {"math": 0, "images": 0, "python_blocks": 0}
+    for path in pages:
+        events.clear()
+        url = base_url + path.lstrip("/")
+        page.goto(url, wait_until="load")
+        try:
+            page.wait_for_function(PAGE_READY, timeout=5_000)
+        except PlaywrightTimeoutError:
+            pass  # what is missing is reported below
+        found = page.evaluate(INSPECT_PAGE)
+        name = path.strip("/").replace("/", "_") or "index"
+        save_full_page_screenshot(page, devtools, screenshots / f"{name}.jpg")
+        for key in totals:
+            totals[key] += found[key]
+        page_problems = list(events)
+        page_problems += [f"math not rendered: {tex}" for tex in found["unrendered_math"]]
+        page_problems += [f"raw TeX in the text: {text!r}" for text in found["raw_tex"]]
+        page_problems += [f"image not loaded: {src}" for src in found["broken_images"]]
+        if found["without_copy_button"]:
+            page_problems.append(f"{found['without_copy_button']} code blocks without a copy button")
+        if found["unhighlighted_python"]:
+            page_problems.append(f"{found['unhighlighted_python']} Python blocks without syntax highlighting")
+        if page_problems:
+            problems[path] = page_problems
+
+    with capsys.disabled():
+        print(f"\nscreenshots of the {len(pages)} pages of the site: {screenshots}")
+    assert not context.external, f"requests that left 127.0.0.1 (blocked): {sorted(set(context.external))}"
+    assert not problems, "\n".join(f"{path}: {item}" for path, items in problems.items() for item in items)
+    # The checks above looked at something: the book has math, figures and code.
+    assert totals["math"] > 100 and totals["images"] >= 5 and totals["python_blocks"] > 40, totals
+
+
+def test_search_finds_attention_and_links_to_its_chapter(base_url, context):
+    page = context.new_page()
+    page.goto(base_url, wait_until="load")
+    page.click(".md-search__input")
+    page.keyboard.type("attention")  # as a reader types (setting the value alone does not always search)
+    page.wait_for_selector(".md-search-result__item", timeout=10_000)
+    links = page.eval_on_selector_all(".md-search-result__link", "links => links.map((a) => a.href)")
+    assert any("/01-attention/" in link for link in links), links
+    assert not context.external

@@ -1,0 +1,312 @@
+"""Training: schedule, optimiser, trainer, checkpoints, resume, signals and the train command (chapter 8)."""
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinytransformer.cli import main
+from tinytransformer.data import TokenData
+from tinytransformer.devices import NonFiniteError
+from tinytransformer.model import GPTConfig
+from tinytransformer.tokenizer import get_tokenizer
+from tinytransformer.train import (
+    PRESETS,
+    TrainConfig,
+    Trainer,
+    configure_optimizer,
+    learning_rate,
+    load_checkpoint,
+    load_model,
+    save_atomically,
+)
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+
+
+@pytest.fixture
+def data() -> TokenData:
+    tokenizer = get_tokenizer("char", TEXT)
+    tokens = np.array(tokenizer.encode(TEXT), dtype=np.uint16)
+    split = int(0.9 * len(tokens))
+    return TokenData(train=tokens[:split], val=tokens[split:], tokenizer=tokenizer, source="test text")
+
+
+@pytest.fixture
+def model_config(data) -> GPTConfig:
+    return GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, dropout=0.1)
+
+
+@pytest.fixture
+def config() -> TrainConfig:
+    return TrainConfig(batch_size=4, max_steps=12, warmup_steps=3, eval_interval=4, eval_batches=2, sample_tokens=5, log_interval=2)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_the_minimum():
+    config = TrainConfig(learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10)
+    rates = [learning_rate(step, config, max_steps=100) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[55] == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert learning_rate(100, config, 100) == pytest.approx(1e-4)
+
+
+def test_weight_decay_applies_to_matrices_only(model_config):
+    from tinytransformer.model import GPT
+
+    model = GPT(model_config)
+    optimizer = configure_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim == 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.ndim == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"grad_accum_steps": 0}, "grad_accum_steps must be at least 1"),
+        ({"learning_rate": 1e-4, "min_learning_rate": 1e-3}, "min_learning_rate"),
+        ({"epochs": 0}, "epochs must be positive"),
+        ({"optimizer": "sgd"}, "optimizer must be 'adamw' or 'adam'"),
+        ({"warmup_steps": -1}, "warmup_steps must not be negative"),
+    ],
+)
+def test_impossible_training_hyperparameters_raise(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
+
+
+def test_context_longer_than_the_data_is_refused(data):
+    config = GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=512, d_model=16, n_layers=1, n_heads=2)
+    with pytest.raises(ValueError, match=r"validation split has \d+ tokens, fewer than one window of max_seq_len \+ 1 = 513"):
+        Trainer(config, TrainConfig(), data, progress=False)
+
+
+def test_vocab_size_must_match_the_tokenizer(data):
+    with pytest.raises(ValueError, match="vocab_size"):
+        Trainer(GPTConfig(vocab_size=7, max_seq_len=8, d_model=16, n_layers=1, n_heads=2), TrainConfig(), data)
+
+
+def test_training_lowers_the_validation_loss(data, model_config):
+    trainer = Trainer(model_config, TrainConfig(batch_size=8, max_steps=80, learning_rate=3e-3, warmup_steps=5), data, progress=False)
+    before = trainer.evaluate()["val"]
+    for _ in range(80):
+        trainer.train_step()
+    assert trainer.evaluate()["val"] < before - 1.0
+
+
+def test_gradient_accumulation_equals_one_large_batch(data, model_config):
+    model_config = GPTConfig(**{**vars(model_config), "dropout": 0.0})
+    big = Trainer(model_config, TrainConfig(batch_size=8, max_steps=3, grad_clip=0), data, progress=False)
+    small = Trainer(model_config, TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=3, grad_clip=0), data, progress=False)
+    big_losses = [big.train_step().item() for _ in range(3)]
+    small_losses = [small.train_step().item() for _ in range(3)]
+    assert small_losses == pytest.approx(big_losses, abs=1e-5)
+    for a, b in zip(big.model.parameters(), small.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit(tmp_path, data, model_config, config):
+    straight = Trainer(model_config, config, data, progress=False)
+    expected = [straight.train_step().item() for _ in range(12)]
+    first = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    first.fit(steps=7)
+    resumed = Trainer(model_config, config, data, progress=False)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert resumed.step == 7
+    assert [resumed.train_step().item() for _ in range(5)] == expected[7:]
+
+
+def test_fit_writes_metrics_plot_and_checkpoint(tmp_path, data, model_config, config):
+    losses = Trainer(model_config, config, data, out_dir=tmp_path, progress=False).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+    assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 12]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 12
+    assert math.isfinite(losses["val"])
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_model_and_tokenizer(tmp_path, data, model_config, config):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer.train_step()
+    path = trainer.save_checkpoint()
+    state = torch.load(path, weights_only=True)  # raises if anything but tensors and plain types is inside
+    assert state["model_config"] == vars(model_config) and state["step"] == 1
+    model, tokenizer = load_model(path)
+    assert tokenizer.decode(tokenizer.encode("lazy dog")) == "lazy dog"
+    x = torch.randint(0, tokenizer.vocab_size, (2, 16))
+    trainer.model.eval()
+    assert torch.equal(model(x), trainer.model(x))
+
+
+def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, data, model_config, config, monkeypatch):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer.train_step()
+    trainer.save_checkpoint()
+    trainer.train_step()
+
+    def die_halfway(state, file):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    monkeypatch.setattr(torch, "save", die_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint()
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+
+
+def test_sigint_saves_a_checkpoint_before_stopping(tmp_path, data, model_config, config):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    original_step = trainer.train_step
+
+    def step_then_interrupt():
+        loss = original_step()
+        if trainer.step == 3:  # not a logging step (log_interval=2): the stop must not wait for one
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives during step 3
+        return loss
+
+    trainer.train_step = step_then_interrupt
+    trainer.fit()
+    assert trainer.stop_signal == signal.SIGINT and trainer.step == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_debug_mode_names_module_step_and_micro_batch(data, model_config):
+    trainer = Trainer(model_config, TrainConfig(batch_size=2, grad_accum_steps=2), data, debug=True, progress=False)
+    trainer.train_step()
+    with torch.no_grad():
+        trainer.model.blocks[1].mlp.fc_in.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"module blocks\.1\.mlp\.fc_in .* at step 1, micro-batch 0"):
+        trainer.train_step()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "not a readable checkpoint"), (b"PK\x03\x04truncated", "not a readable checkpoint"), (b"garbage" * 10, "not a readable checkpoint")],
+    ids=["empty", "truncated", "garbage"],
+)
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_model(path)
+
+
+def test_foreign_checkpoint_names_what_is_missing(tmp_path):
+    save_atomically({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a tinytransformer checkpoint: it lacks format, model_config"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_presets_include_the_original_and_the_reference_configurations():
+    assert PRESETS["seed"].model == dict(max_seq_len=128, d_model=256, n_layers=6, n_heads=4, fast_attention=True)
+    assert PRESETS["seed"].tokenizer == "p50k_base" and PRESETS["seed"].train["optimizer"] == "adam"
+    reference = PRESETS["shakespeare-char"]
+    assert reference.model["n_layers"] == 4 and reference.model["d_model"] == 128 and reference.train["batch_size"] == 12
+    for preset in PRESETS.values():  # every preset builds valid configurations
+        GPTConfig(vocab_size=100, **preset.model)
+        TrainConfig(**preset.train)
+
+
+def cli_train(*args: str) -> int:
+    return main(["train", "--no-progress", *args])
+
+
+def test_cli_trains_and_resumes(tmp_path, corpus, capsys):
+    common = ["--data", str(corpus), "--tokenizer", "char", "--max-seq-len", "16", "--d-model", "32",
+              "--n-layers", "1", "--n-heads", "2", "--batch-size", "4", "--eval-interval", "3", "--eval-batches", "1",
+              "--sample-tokens", "4"]
+    assert cli_train(*common, "--max-steps", "3", "--out", str(tmp_path / "run")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 3
+    assert cli_train("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--max-steps", "6") == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 6
+
+
+def test_new_run_never_overwrites_an_existing_checkpoint(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-steps", "1", "--eval-batches", "1", "--sample-tokens", "0", "--out", str(tmp_path)]
+    assert cli_train(*args) == 0
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    assert cli_train(*args) == 2
+    assert "already exists; continue it with --resume" in capsys.readouterr().err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'; choose one of default, seed, shakespeare-char"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--max-seq-len", "0"], "max_seq_len must be a positive integer, got 0"),
+        (["--d-model", "30", "--n-heads", "4"], r"n_heads \(4\) must divide d_model \(30\)"),
+        (["--max-seq-len", "4096"], "fewer than one window"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_message(corpus, tmp_path, capsys, args, message):
+    assert cli_train("--data", str(corpus), "--out", str(tmp_path / "run"), *args) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_cli_mps_where_absent_exits_2(corpus, capsys, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert cli_train("--data", str(corpus), "--mps") == 2
+    assert "MPS (Apple GPU) is not available here" in capsys.readouterr().err
+
+
+def test_cli_unwritable_out_dir_exits_2(corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli_train("--data", str(corpus), "--out", str(blocker / "run"), "--max-steps", "1", "--max-seq-len", "16") == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_cli_resume_refuses_another_architecture_or_tokenizer(tmp_path, corpus, data, model_config, config, capsys):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    path = trainer.save_checkpoint()
+    assert cli_train("--resume", str(path), "--data", str(corpus), "--d-model", "64") == 2
+    assert "the architecture differs: d_model 32 (checkpoint) vs 64 (asked)" in capsys.readouterr().err
+    assert cli_train("--resume", str(path), "--data", str(corpus), "--tokenizer", "bpe") == 2
+    assert "was trained with tokenizer 'char', not 'bpe:1024'" in capsys.readouterr().err
+
+
+def test_cli_corrupt_resume_checkpoint_exits_2_and_is_left_alone(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"PK\x03\x04broken")
+    assert cli_train("--resume", str(path)) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert path.read_bytes() == b"PK\x03\x04broken"
+
+
+def test_train_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--tokenizer", "--preset", "--epochs", "--max-steps", "--out", "--device", "--mps",
+                 "--debug", "--resume", "--seed", "--d-model", "--learning-rate"):
+        assert flag in text

@@ -1,0 +1,376 @@
+# Generated from the book by `tinytransformer tangle`: edit book/07-tokens.md, not this file.
+"""Corpora, the token cache on disk, and training batches (chapter 7)."""
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import regex
+import torch
+from tqdm import tqdm
+
+from tinytransformer.tokenizer import (
+    DEFAULT_TOKENIZER, Tokenizer, get_tokenizer, tokenizer_from_dict, tokenizer_name,
+)
+
+
+def default_cache_dir() -> Path:
+    """Where downloads and token caches go: ``$TINYTRANSFORMER_CACHE``, else
+    ``$XDG_CACHE_HOME/tinytransformer``, else ``~/.cache/tinytransformer``."""
+    if os.environ.get("TINYTRANSFORMER_CACHE"):
+        return Path(os.environ["TINYTRANSFORMER_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinytransformer"
+
+
+def book_chapters() -> list[Path]:
+    """The Markdown files of this book, in order: shipped in the package, or beside it in a clone.
+
+    Raises:
+        FileNotFoundError: If neither place has them (a broken installation).
+    """
+    package = Path(__file__).resolve().parent
+    for folder in (package / "book", package.parent / "book"):
+        chapters = sorted(folder.glob("*.md"))
+        if chapters:
+            return chapters
+    raise FileNotFoundError(f"the embedded corpus (the book's chapters) is missing from {package}; "
+                            "reinstall tinytransformer, or pass --data PATH")
+
+
+@dataclass(frozen=True)
+class Download:
+    """A corpus fetched from the internet once and cached.
+
+    Attributes:
+        url: Where to fetch it.
+        sha256: The SHA-256 the file must have.
+        filename: Its name in ``<cache>/corpora/``.
+    """
+
+    url: str
+    sha256: str
+    filename: str
+
+
+DOWNLOADS = {
+    "shakespeare": Download(
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        filename="tinyshakespeare.txt",
+    ),
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(name: str, cache_dir: Path) -> Path:
+    """The cached file of a named corpus, downloading and verifying it first if needed.
+
+    Raises:
+        ValueError: If the download fails or its checksum is wrong (nothing is kept in either case).
+    """
+    spec = DOWNLOADS[name]
+    target = cache_dir / "corpora" / spec.filename
+    if target.is_file() and _sha256(target) == spec.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {name} from {spec.url}", file=sys.stderr)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=spec.filename + ".", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(spec.url, timeout=60) as response:
+            while block := response.read(1 << 16):
+                file.write(block)
+        actual = _sha256(Path(partial))
+        if actual != spec.sha256:
+            raise ValueError(f"checksum mismatch for {name} from {spec.url}: expected sha256 {spec.sha256}, "
+                             f"got {actual}; nothing was kept. Try again later, or download it yourself and pass --data PATH")
+        os.replace(partial, target)
+    except (OSError, http.client.HTTPException) as error:  # URLError is an OSError; so are disk errors
+        raise ValueError(f"could not download {name} from {spec.url} ({error}); check the connection, "
+                         "or download the file yourself and pass --data PATH") from error
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return target
+
+
+def corpus_documents(data: str | None, cache_dir: Path | None = None) -> tuple[str, list[Path]]:
+    """Resolve a ``--data`` value into a description and the files to read, in order.
+
+    Args:
+        data: ``None`` or ``"book"`` (this book), ``"shakespeare"``, a UTF-8 file, or a folder.
+        cache_dir: Where downloads go; default [`default_cache_dir`][tinytransformer.data.default_cache_dir].
+
+    Returns:
+        ``(source, files)``: ``source`` can be passed back as ``data`` to read the same corpus.
+
+    Raises:
+        FileNotFoundError: If the path does not exist.
+        ValueError: If a folder has no ``.txt``/``.md`` files, or a download fails.
+    """
+    if data is None or data == "book":
+        return "book", book_chapters()
+    if data in DOWNLOADS:
+        return data, [download(data, cache_dir or default_cache_dir())]
+    path = Path(data).expanduser().resolve()
+    if path.is_file():
+        return str(path), [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
+        if not files:
+            raise ValueError(f"the folder {path} has no .txt or .md files; pass a folder of text files or a file")
+        return str(path), files
+    raise FileNotFoundError(f"no file or folder {data!r}; pass a UTF-8 text file, a folder of .txt/.md files, "
+                            f"or a named corpus: book, {', '.join(DOWNLOADS)}")
+
+
+def _decode_utf8(path: Path, block_size: int, progress: tqdm | None = None) -> Iterator[str]:
+    """Yield the text of a UTF-8 file block by block; name the place of the first invalid byte."""
+    pending, offset, line = b"", 0, 1
+    with path.open("rb") as file:
+        while True:
+            block = file.read(block_size)
+            if progress is not None:
+                progress.update(len(block))
+            data = pending + block
+            if not data:
+                return
+            try:
+                text, pending = data.decode("utf-8"), b""
+            except UnicodeDecodeError as error:
+                if block and error.reason == "unexpected end of data":  # a character cut by the block end
+                    text, pending = data[: error.start].decode("utf-8"), data[error.start :]
+                else:
+                    line += data[: error.start].count(b"\n")
+                    raise ValueError(
+                        f"{path} is not UTF-8 text: invalid byte 0x{data[error.start]:02x} at byte "
+                        f"offset {offset + error.start:,} (line {line}); "
+                        "convert it, e.g. iconv -f latin1 -t utf-8 IN > OUT"
+                    ) from None
+            offset += len(data) - len(pending)
+            line += text.count("\n")
+            yield text
+
+
+DOCUMENT_SEPARATOR = "\n\n"
+SAFE_CUT = regex.compile(r"(?<=\S)(?= \p{L})|(?<=\S\n)(?=\S)", flags=regex.REVERSE)
+
+
+def iter_text(files: list[Path], block_size: int = 1 << 20, progress: tqdm | None = None) -> Iterator[str]:
+    """The text of a corpus as pieces that tokenize exactly like the whole.
+
+    Args:
+        files: The corpus's files, read in order and separated by a blank line.
+        block_size: Bytes read at a time; pieces are about this long.
+        progress: A progress bar to advance by the bytes read.
+
+    Yields:
+        Pieces of text, each ending where a pre-tokenisation chunk ends (see ``SAFE_CUT``) or at the
+        end of a file.
+
+    Raises:
+        ValueError: If a file is not valid UTF-8 (the message says where).
+    """
+    for index, path in enumerate(files):
+        if index:
+            yield DOCUMENT_SEPARATOR
+        carry = ""
+        for text in _decode_utf8(path, block_size, progress):
+            text = carry + text
+            match = SAFE_CUT.search(text)  # the last safe place
+            cut = match.start() if match else 0  # 0: no safe place yet, everything waits
+            if cut:
+                yield text[:cut]
+            carry = text[cut:]
+        if carry:
+            yield carry
+
+
+def corpus_text(data: str | None = None, cache_dir: Path | None = None) -> str:
+    """A whole corpus as one string (for small corpora and experiments; see `load_token_data`)."""
+    return "".join(iter_text(corpus_documents(data, cache_dir)[1]))
+
+
+@dataclass
+class TokenData:
+    """A tokenized corpus, split into training and validation tokens.
+
+    Attributes:
+        train: 1-D token ids (a read-only ``np.memmap`` of the cache file), the first part of the corpus.
+        val: 1-D token ids, the rest.
+        tokenizer: The tokenizer that produced them.
+        source: The corpus: ``"book"``, ``"shakespeare"`` or an absolute path; ``load_token_data`` accepts it.
+        n_chars: Characters of text the tokens encode (to compare losses per character across tokenizers).
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    tokenizer: Tokenizer
+    source: str
+    n_chars: int = 0
+
+
+CACHE_FORMAT = 1
+
+
+def _cache_key(files: list[Path], tokenizer: str | Tokenizer) -> tuple[str, int]:
+    """A hash of the corpus's content and the tokenizer, and the corpus's size in bytes."""
+    digest, size = hashlib.sha256(f"tinytransformer tokens {CACHE_FORMAT}\n".encode()), 0
+    for path in files:
+        with path.open("rb") as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        digest.update(b"\0 end of file\n")
+    if isinstance(tokenizer, str):
+        digest.update(f"spec {tokenizer_name(tokenizer)}".encode())
+    else:  # a tokenizer object, e.g. from a checkpoint: its whole description
+        digest.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()[:32], size
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _bar(total: int, description: str) -> tqdm:
+    """A progress bar over the corpus's bytes, on standard error, shown only in a terminal."""
+    return tqdm(total=total, unit="B", unit_scale=True, desc=description, disable=None, leave=False)
+
+
+def _build_cache(files: list[Path], tokenizer: str | Tokenizer, key: str, folder: Path, size: int) -> None:
+    """Train the tokenizer if needed, then tokenize the corpus into ``<key>.bin`` and ``<key>.json``."""
+    if isinstance(tokenizer, str):
+        trained = tokenizer_name(tokenizer).partition(":")[0] in ("char", "bpe")
+        with _bar(size if trained else 0, f"training {tokenizer}") as bar:
+            tokenizer = get_tokenizer(tokenizer, iter_text(files, progress=bar) if trained else None)
+    start = time.perf_counter()
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    counts = {"n_tokens": 0, "n_chars": 0}
+
+    def write_tokens(file) -> None:
+        with _bar(size, f"tokenizing ({tokenizer.name})") as bar:
+            for piece in iter_text(files, progress=bar):
+                ids = np.asarray(tokenizer.encode(piece), dtype=dtype)
+                ids.tofile(file)
+                counts["n_tokens"] += len(ids)
+                counts["n_chars"] += len(piece)
+
+    _write_atomically(folder / f"{key}.bin", write_tokens)
+    meta = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict(), "dtype": np.dtype(dtype).name, **counts}
+    _write_atomically(folder / f"{key}.json", lambda file: file.write(json.dumps(meta).encode()))
+    seconds = max(time.perf_counter() - start, 1e-6)
+    print(f"tokenized {size:,} bytes into {counts['n_tokens']:,} tokens ({tokenizer.name}) in {seconds:.2f} s "
+          f"({size / 1e6 / seconds:.1f} MB/s); cached in {folder}", file=sys.stderr)
+
+
+def load_token_data(data: str | None = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
+                    val_fraction: float = 0.1, cache_dir: Path | None = None) -> TokenData:
+    """Tokenize a corpus once (cached on disk) and split it into training and validation tokens.
+
+    Args:
+        data: The corpus: ``None`` or ``"book"``, ``"shakespeare"``, a UTF-8 file, or a folder.
+        tokenizer: A spec (``"char"``, ``"bpe:1024"``, ``"p50k_base"``, …) or a tokenizer object.
+        val_fraction: Share of the tokens, at the end of the corpus, kept for validation.
+        cache_dir: Cache folder; default [`default_cache_dir`][tinytransformer.data.default_cache_dir].
+
+    Returns:
+        The [`TokenData`][tinytransformer.data.TokenData], its arrays mapped from the cache file.
+
+    Raises:
+        FileNotFoundError: If the corpus does not exist.
+        ValueError: For an empty corpus, text that is not UTF-8, an unknown tokenizer, a failed
+            download, a ``val_fraction`` outside (0, 1), or too few tokens to split.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source, files = corpus_documents(data, cache_dir)
+    key, size = _cache_key(files, tokenizer)
+    if size == 0:
+        raise ValueError(f"the corpus {source} is empty; pass a file with some text in it")
+    folder = cache_dir / "tokens"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not ((folder / f"{key}.bin").is_file() and (folder / f"{key}.json").is_file()):
+        _build_cache(files, tokenizer, key, folder, size)
+    meta = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+    if isinstance(tokenizer, str):
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    tokens = np.memmap(folder / f"{key}.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
+    n_val = int(len(tokens) * val_fraction)
+    if n_val < 2 or len(tokens) - n_val < 2:
+        raise ValueError(f"the corpus {source} is only {len(tokens)} tokens long with {tokenizer.name}; "
+                         f"a {val_fraction:.0%} validation split needs at least 2 tokens on each side")
+    return TokenData(tokens[:-n_val], tokens[-n_val:], tokenizer, source, meta["n_chars"])
+
+
+def get_batch(tokens: np.ndarray, batch_size: int, seq_len: int, generator: torch.Generator,
+              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of ``seq_len + 1`` tokens, as inputs and next-token targets.
+
+    Args:
+        tokens: 1-D token ids, e.g. ``TokenData.train`` (a memory map is read only where sampled).
+        batch_size: Number of windows, ``B``.
+        seq_len: Tokens per input sequence, ``T``.
+        generator: Random generator for the start positions (CPU).
+        device: Where the batch goes.
+
+    Returns:
+        ``(x, y)``, both ``(B, T)`` int64, with ``y[:, t] == x[:, t + 1]`` for ``t < T - 1``.
+
+    Raises:
+        ValueError: If ``tokens`` holds fewer than ``seq_len + 1`` tokens.
+    """
+    if len(tokens) < seq_len + 1:
+        raise ValueError(f"only {len(tokens):,} tokens, but one window needs seq_len + 1 = {seq_len + 1:,}; "
+                         "use a longer corpus or a shorter sequence length")
+    starts = torch.randint(len(tokens) - seq_len, (batch_size,), generator=generator)
+    windows = np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)  # (N - T, T + 1), no copy
+    batch = torch.from_numpy(windows[starts.numpy()].astype(np.int64))  # (B, T + 1): the only copies
+    x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()  # (B, T) each
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def _tokenizer_argument(spec: str) -> str:
+    try:
+        return tokenizer_name(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data`` and ``--tokenizer`` to a command's parser (both default to ``None``)."""
+    parser.add_argument(
+        "--data", metavar="PATH|NAME",
+        help="the corpus: a UTF-8 text file, a folder of .txt/.md files, or a named corpus: book (this book, "
+             f"shipped with the package; the default) or {', '.join(DOWNLOADS)} (downloaded once)",
+    )
+    parser.add_argument(
+        "--tokenizer", metavar="SPEC", type=_tokenizer_argument,
+        help=f"char, bpe (= {DEFAULT_TOKENIZER}), bpe:VOCAB_SIZE (char and bpe are trained on the corpus), or a "
+             "tiktoken encoding such as p50k_base or gpt2 (downloaded once; set TIKTOKEN_CACHE_DIR to use a cache)",
+    )

@@ -1,0 +1,95 @@
+# Generated from the book by `tinytransformer tangle`: edit book/09-devices.md, not this file.
+"""Devices, mixed precision and NaN hunting (chapter 9)."""
+
+import contextlib
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MPS_WARNING = (
+    "training on MPS: PyTorch's Apple-GPU backend has had bugs that turn losses into NaN "
+    "(pytorch/pytorch#107294, #109457); if the loss becomes NaN, rerun with --debug to find the "
+    "module, and compare with --device cpu"
+)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Resolve a device name to a ``torch.device`` that exists on this machine.
+
+    Args:
+        name: ``"auto"`` (CUDA if available, else CPU; never MPS), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: If the name is unknown, or the device is not available here.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' asked for, but MPS (Apple GPU) is not available here; use --device cpu")
+        warnings.warn(MPS_WARNING, stacklevel=2)
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA GPUs that support it; a no-op elsewhere.
+
+    Args:
+        device: The device the model runs on.
+
+    Returns:
+        A context manager to wrap the forward pass and the loss in.
+    """
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until every queued operation on ``device`` has finished (GPUs run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or infinity appeared; the message names where."""
+
+
+def _check_finite(tensor: Tensor, where: str) -> None:
+    if not torch.isfinite(tensor).all():
+        bad_rows = (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero().flatten().tolist() if tensor.ndim > 1 else []
+        kind = "NaN" if torch.isnan(tensor).any() else "infinity"
+        raise NonFiniteError(f"{kind} in {where}" + (f" (batch rows {bad_rows})" if bad_rows else ""))
+
+
+def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Check every module's output and every parameter's gradient for NaN or infinity.
+
+    Args:
+        model: The model to watch.
+
+    Returns:
+        The hook handles; call ``.remove()`` on each to stop watching.
+    """
+    handles = []
+    for name, module in model.named_modules():
+        def check_output(module: nn.Module, inputs: tuple, output, name: str = name or "model") -> None:
+            if isinstance(output, Tensor) and output.is_floating_point():
+                _check_finite(output, f"the output of module {name}")
+        handles.append(module.register_forward_hook(check_output))
+    for name, parameter in model.named_parameters():
+        def check_gradient(gradient: Tensor, name: str = name) -> None:
+            _check_finite(gradient, f"the gradient of parameter {name}")
+        handles.append(parameter.register_hook(check_gradient))
+    return handles

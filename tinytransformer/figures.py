@@ -1,0 +1,234 @@
+# Generated from the book by `tinytransformer tangle`: edit book/appendix-figures.md, not this file.
+"""The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
+
+import argparse
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from torch import nn
+
+from tinytransformer.attention import causal_mask, scaled_dot_product_attention
+from tinytransformer.generation import top_k_filter, top_p_filter
+from tinytransformer.model import GPTConfig, block_gradient_norms
+
+FIGURES: dict[str, Callable[[], Figure]] = {}
+
+STYLE = {
+    "svg.hashsalt": "tinytransformer",  # fixed ids inside the SVG: the same bytes on every run
+    "svg.fonttype": "path",  # text as outlines: the figure looks the same without our fonts
+    "font.size": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",  # stays readable on the site's dark theme
+}
+
+
+def figure(name: str) -> Callable[[Callable[[], Figure]], Callable[[], Figure]]:
+    """Register a drawing function as the figure ``book/figures/<name>.svg``.
+
+    Args:
+        name: The file name without ``.svg``; a chapter shows the figure as ``figures/<name>.svg``.
+
+    Returns:
+        A decorator that adds the function to ``FIGURES`` and returns it unchanged.
+    """
+
+    def register(draw: Callable[[], Figure]) -> Callable[[], Figure]:
+        FIGURES[name] = draw
+        return draw
+
+    return register
+
+
+def render_figure(name: str) -> bytes:
+    """Draw one registered figure in the book's style.
+
+    Args:
+        name: A key of ``FIGURES``.
+
+    Returns:
+        The figure as an SVG document; the same bytes on every call with the same installation.
+
+    Raises:
+        ValueError: If no figure has that name.
+    """
+    if name not in FIGURES:
+        raise ValueError(f"no figure named {name!r}; the figures are: {', '.join(sorted(FIGURES))}")
+    with matplotlib.rc_context(STYLE):
+        buffer = io.BytesIO()
+        FIGURES[name]().savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def write_figures(out_dir: Path, names: list[str] | None = None) -> list[str]:
+    """Draw figures and save each as ``out_dir/<name>.svg``.
+
+    Args:
+        out_dir: The folder to write into; created if missing (its parent must exist).
+        names: The figures to draw; ``None`` means all of ``FIGURES``.
+
+    Returns:
+        One message per figure, saying whether its file was written or is unchanged.
+
+    Raises:
+        ValueError: If a name is unknown or the parent of ``out_dir`` does not exist.
+    """
+    if not out_dir.parent.is_dir():
+        raise ValueError(f"{out_dir.parent} does not exist; run from the repository root, or pass --out")
+    svgs = {name: render_figure(name) for name in (names or sorted(FIGURES))}
+    out_dir.mkdir(exist_ok=True)
+    messages = []
+    for name, svg in svgs.items():
+        path = out_dir / f"{name}.svg"
+        if path.exists() and path.read_bytes() == svg:
+            messages.append(f"unchanged {path}")
+        else:
+            path.write_bytes(svg)
+            messages.append(f"wrote {path}")
+    return messages
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    """``tinytransformer figures``: redraw the book's figures."""
+    for message in write_figures(args.out, args.names or None):
+        print(message)
+    return 0
+
+
+def add_figures_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``tinytransformer figures`` with the command line's sub-commands."""
+    parser = commands.add_parser(
+        "figures",
+        help="redraw the book's figures",
+        description="Draw the book's figures from the package and write them as SVG files. "
+        f"The figures: {', '.join(sorted(FIGURES))}.",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("book/figures"),
+                        help="folder to write into (default: book/figures)")
+    parser.set_defaults(run=run_figures)
+
+
+@figure("causal-mask")
+def draw_causal_mask() -> Figure:
+    """Chapter 1: ``causal_mask(6)`` and the attention weights it allows, for random vectors."""
+    tokens = ["The", "cat", "sat", "on", "the", "mat"]
+    seq_len = len(tokens)
+    mask = causal_mask(seq_len)
+    x = torch.randn(seq_len, 8, generator=torch.Generator().manual_seed(0))
+    _, attn_weights = scaled_dot_product_attention(x, x, x, mask)  # (T, T)
+
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    grid = dict(edgecolors="white", linewidth=2)
+    left.pcolormesh(mask.int(), cmap=ListedColormap(["#eeeeee", "#5c6bc0"]), **grid)
+    left.set_title("causal_mask(6): may position i attend to j?")
+    mesh = right.pcolormesh(attn_weights, cmap="Blues", vmin=0, vmax=1, **grid)
+    right.set_title("attention weights: each row sums to 1")
+    fig.colorbar(mesh, ax=right, shrink=0.8)
+    for i in range(seq_len):
+        for j in range(seq_len):
+            left.text(j + 0.5, i + 0.5, "yes" if mask[i, j] else "no", ha="center", va="center",
+                      color="white" if mask[i, j] else "#888888")
+            if mask[i, j]:
+                weight = attn_weights[i, j].item()
+                right.text(j + 0.5, i + 0.5, f"{weight:.2f}", ha="center", va="center",
+                           color="white" if weight > 0.6 else "black", fontsize=8)
+    for ax in (left, right):
+        ax.set_aspect("equal")
+        ax.invert_yaxis()  # row 0 at the top, as the matrix prints
+        ax.set_xticks([j + 0.5 for j in range(seq_len)], tokens)
+        ax.set_yticks([i + 0.5 for i in range(seq_len)], tokens)
+        ax.set_xlabel("key position j")
+        ax.set_ylabel("query position i")
+        ax.tick_params(length=0)
+    return fig
+
+
+@figure("gelu-relu")
+def draw_gelu_relu() -> Figure:
+    """Chapter 3: GELU (GPT-2's tanh form) against ReLU, and their derivatives."""
+    x = torch.linspace(-4, 4, 801, requires_grad=True)
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    values, slopes = fig.subplots(1, 2, sharex=True)
+    activations = {"ReLU": (nn.ReLU(), "--"), "GELU": (nn.GELU(approximate="tanh"), "-")}
+    for label, (activation, style) in activations.items():
+        y = activation(x)
+        (slope,) = torch.autograd.grad(y.sum(), x)
+        values.plot(x.detach(), y.detach(), style, label=label, linewidth=2)
+        slopes.plot(x.detach(), slope, style, label=label, linewidth=2)
+        if label == "GELU":
+            lowest = y.argmin()
+            values.annotate(f"minimum {y[lowest]:.2f} at x = {x[lowest]:.2f}",
+                            (x[lowest].item(), y[lowest].item()), xytext=(-3.9, 1.5),
+                            arrowprops=dict(arrowstyle="->", color="#555555"))
+    values.set_title("activation(x)")
+    slopes.set_title("its slope, d activation / dx")
+    for ax in (values, slopes):
+        ax.axhline(0, color="#bbbbbb", linewidth=0.8, zorder=0)
+        ax.axvline(0, color="#bbbbbb", linewidth=0.8, zorder=0)
+        ax.set_xlabel("x")
+        ax.legend(loc="upper left", frameon=False)
+    return fig
+
+
+@figure("gradient-norms")
+def draw_gradient_norms() -> Figure:
+    """Chapter 6: per-block gradient norms of a fresh 12-layer model, Pre-LN against Post-LN."""
+    fig = Figure(figsize=(6.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    arrangements = {"Pre-LN (GPT-2)": (True, "o"), "Post-LN (original transformer)": (False, "s")}
+    for label, (pre_norm, marker) in arrangements.items():
+        config = GPTConfig(vocab_size=256, max_seq_len=64, d_model=128, n_layers=12, n_heads=4,
+                           pre_norm=pre_norm)
+        norms = block_gradient_norms(config)
+        ax.plot(range(1, config.n_layers + 1), norms, marker=marker, label=label, linewidth=2)
+    ax.set_yscale("log")
+    ax.set_xticks(range(1, 13))
+    ax.set_xlabel("block (1 = nearest the embeddings)")
+    ax.set_ylabel("gradient norm of fc_in.weight")
+    ax.set_title("12-layer model at initialisation, one batch of random tokens")
+    ax.legend(frameon=False)
+    return fig
+
+
+SAMPLING_WORDS = ["mat", "floor", "sofa", "bed", "roof", "chair", "table", "moon", "idea", "banana"]
+SAMPLING_LOGITS = torch.tensor([[3.0, 2.2, 1.9, 1.5, 1.0, 0.6, 0.4, -0.8, -1.6, -2.5]])  # (1, V)
+
+
+@figure("temperature")
+def draw_temperature() -> Figure:
+    """Chapter 10: one next-token distribution at three temperatures."""
+    fig = Figure(figsize=(9, 3), layout="constrained")
+    for ax, temperature in zip(fig.subplots(1, 3, sharey=True), (0.5, 1.0, 2.0)):
+        ax.bar(SAMPLING_WORDS, torch.softmax(SAMPLING_LOGITS[0] / temperature, dim=-1).tolist(), color="#5c6bc0")
+        ax.set_title(f"temperature {temperature}")
+        ax.tick_params(axis="x", labelrotation=90)
+        ax.set_ylim(0, 0.75)
+    fig.axes[0].set_ylabel("probability")
+    return fig
+
+
+@figure("top-k-top-p")
+def draw_top_k_top_p() -> Figure:
+    """Chapter 10: the tokens top-k (k = 3) and top-p (p = 0.9) keep, for a peaked and a flat distribution."""
+    cases = {"confident model": SAMPLING_LOGITS * 2.5, "unsure model": SAMPLING_LOGITS * 0.4}
+    filters = {"top-k, k = 3": lambda z: top_k_filter(z, 3), "top-p, p = 0.9": lambda z: top_p_filter(z, 0.9)}
+    fig = Figure(figsize=(9, 5.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    for row, (case, logits) in enumerate(cases.items()):
+        probabilities = torch.softmax(logits[0], dim=-1).tolist()
+        for column, (name, keep) in enumerate(filters.items()):
+            kept = keep(logits)[0].isfinite().tolist()
+            ax = axes[row, column]
+            ax.bar(SAMPLING_WORDS, probabilities, color=["#3949ab" if k else "#c5cae9" for k in kept])
+            ax.set_title(f"{case}, {name}: keeps {sum(kept)}")
+            ax.tick_params(axis="x", labelrotation=90)
+    axes[0, 0].set_ylabel("probability")
+    axes[1, 0].set_ylabel("probability")
+    return fig

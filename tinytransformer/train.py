@@ -1,0 +1,583 @@
+# Generated from the book by `tinytransformer tangle`: edit book/08-training.md, not this file.
+"""Training: loss, AdamW, the learning-rate schedule, the loop, checkpoints, `tinytransformer train` (chapter 8)."""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from tinytransformer.data import TokenData, add_data_arguments, get_batch, load_token_data
+from tinytransformer.devices import NonFiniteError, autocast, synchronize, watch_for_non_finite
+from tinytransformer.distributed import Distributed, all_reduce_mean, any_rank, init_distributed, shutdown
+from tinytransformer.model import GPT, GPTConfig
+from tinytransformer.tokenizer import DEFAULT_TOKENIZER, Tokenizer, tokenizer_from_dict
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of training.
+
+    Attributes:
+        batch_size: Sequences per micro-batch, ``B``.
+        max_steps: Optimiser steps to train for (``epochs``, when set, decides it instead).
+        epochs: Passes over the training tokens; converted to steps from the corpus size.
+        learning_rate: Peak learning rate, reached at the end of the warm-up.
+        min_learning_rate: Learning rate at the end of the cosine decay.
+        warmup_steps: Steps of linear warm-up.
+        weight_decay: AdamW weight decay, applied to matrices only.
+        beta1: Adam's decay rate for the gradient average.
+        beta2: Adam's decay rate for the squared-gradient average.
+        grad_clip: Largest allowed global gradient norm (0 disables clipping).
+        grad_accum_steps: Micro-batches whose gradients are summed into one step.
+        eval_interval: Evaluate, sample and save a checkpoint every this many steps.
+        eval_batches: Random batches averaged for each evaluation.
+        sample_tokens: Length of the sample generated at each evaluation.
+        log_interval: Steps between progress updates and metric writes.
+        optimizer: ``"adamw"``, or ``"adam"`` (no weight decay, as in the original project).
+        seed: Seed for initialisation, batches and dropout.
+    """
+
+    batch_size: int = 16
+    max_steps: int = 1000
+    epochs: float | None = None
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    grad_accum_steps: int = 1
+    eval_interval: int = 250
+    eval_batches: int = 20
+    sample_tokens: int = 200
+    log_interval: int = 10
+    optimizer: str = "adamw"
+    seed: int = 1337
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_batches", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "sample_tokens", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if not 0 < self.min_learning_rate <= self.learning_rate:
+            raise ValueError(
+                f"need 0 < min_learning_rate ({self.min_learning_rate}) <= learning_rate ({self.learning_rate})"
+            )
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
+
+
+def learning_rate(step: int, config: TrainConfig, max_steps: int) -> float:
+    """Linear warm-up to ``config.learning_rate``, then cosine decay to ``config.min_learning_rate``.
+
+    Args:
+        step: The optimiser step about to be taken, from 0.
+        config: Supplies the peak and minimum rates and the warm-up length.
+        max_steps: Step at which the decay reaches its minimum.
+
+    Returns:
+        The learning rate for this step.
+    """
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, max_steps - config.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return config.min_learning_rate + cosine * (config.learning_rate - config.min_learning_rate)
+
+
+def configure_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (or plain Adam, for the original project's preset).
+
+    Args:
+        model: The model whose parameters to optimise.
+        config: Learning rate, betas, weight decay and the optimiser's name.
+        device: Where the parameters live (decides whether the fused kernel is available).
+
+    Returns:
+        The optimiser.
+    """
+    betas = (config.beta1, config.beta2)
+    fused = device.type in ("cpu", "cuda")
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=betas, fused=fused)
+    matrices = [p for p in model.parameters() if p.ndim >= 2]  # linear and embedding weights
+    others = [p for p in model.parameters() if p.ndim < 2]  # biases, LayerNorm scales and shifts
+    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=betas, fused=fused)
+
+
+class Trainer:
+    """Trains a [`GPT`][tinytransformer.model.GPT] on tokenised data.
+
+    Args:
+        model_config: The architecture; ``vocab_size`` must equal the tokenizer's.
+        config: The training hyperparameters.
+        data: Training and validation tokens with their tokenizer (chapter 7).
+        out_dir: Folder for ``checkpoint.pt``, ``metrics.jsonl`` and ``loss.png``; ``None`` writes nothing.
+        device: Where to train (see [`select_device`][tinytransformer.devices.select_device]).
+        debug: Check every module's output and gradient for NaN/Inf and synchronise every step.
+        progress: Show a progress bar on standard error.
+        distributed: This process's place in a torchrun job (chapter 13); the default is a single process.
+
+    Raises:
+        ValueError: If the configuration does not fit the data or the output folder is not usable.
+    """
+
+    def __init__(self, model_config: GPTConfig, config: TrainConfig, data: TokenData, out_dir: Path | None = None,
+                 device: torch.device | str = "cpu", debug: bool = False, progress: bool = True,
+                 distributed: Distributed | None = None):
+        if model_config.vocab_size != data.tokenizer.vocab_size:
+            raise ValueError(f"vocab_size ({model_config.vocab_size}) must equal the tokenizer's ({data.tokenizer.vocab_size})")
+        for split, tokens in (("training", data.train), ("validation", data.val)):
+            if len(tokens) < model_config.max_seq_len + 1:
+                raise ValueError(
+                    f"the {split} split has {len(tokens)} tokens, fewer than one window of max_seq_len + 1 = "
+                    f"{model_config.max_seq_len + 1}; use more text or a smaller --max-seq-len"
+                )
+        self.model_config, self.config, self.data = model_config, config, data
+        self.distributed = distributed or Distributed()
+        self.device, self.debug = torch.device(device), debug
+        self.progress = progress and self.distributed.is_main
+        self.out_dir = prepare_out_dir(out_dir) if out_dir is not None and self.distributed.is_main else None
+        self.tokens_per_step = (config.batch_size * self.distributed.world_size * model_config.max_seq_len
+                                * config.grad_accum_steps)  # the whole job's
+        self.steps_per_epoch = max(1, len(data.train) // self.tokens_per_step)
+        self.max_steps = math.ceil(config.epochs * self.steps_per_epoch) if config.epochs else config.max_steps
+        torch.manual_seed(config.seed)
+        self.model = GPT(model_config).to(self.device)
+        self.training_model = self.model  # what the step runs: the model, or DDP around it
+        if self.distributed.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.training_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.optimizer = configure_optimizer(self.model, config, self.device)
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.losses = {"train": float("nan"), "val": float("nan"), "average": float("nan")}
+        self.stop_signal: int | None = None
+        if debug:
+            watch_for_non_finite(self.model)
+
+
+    def train_step(self) -> torch.Tensor:
+        """Take one optimiser step (``grad_accum_steps`` micro-batches).
+
+        Returns:
+            The step's mean training loss, a 0-dimensional tensor on the device.
+
+        Raises:
+            NonFiniteError: In debug mode, naming the module, step and micro-batch of the first NaN/Inf.
+        """
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, config, self.max_steps)
+        step_loss = torch.zeros((), device=self.device)
+        rank, world_size = self.distributed.rank, self.distributed.world_size
+        for micro_batch in range(config.grad_accum_steps):
+            x, y = get_batch(self.data.train, config.batch_size * world_size, self.model_config.max_seq_len,
+                             self.batch_generator, self.device)  # the global batch, (N·B, T) each
+            x, y = (t[rank * config.batch_size:(rank + 1) * config.batch_size] for t in (x, y))  # this rank's (B, T)
+            last = micro_batch == config.grad_accum_steps - 1
+            no_sync = self.training_model.no_sync() if self.distributed.enabled and not last else contextlib.nullcontext()
+            try:
+                with no_sync, autocast(self.device):
+                    logits = self.training_model(x)  # (B, T, V)
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                (loss / config.grad_accum_steps).backward()
+            except NonFiniteError as error:
+                raise NonFiniteError(f"{error} at step {self.step}, micro-batch {micro_batch}") from None
+            step_loss += loss.detach() / config.grad_accum_steps
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.debug:
+            synchronize(self.device)
+        self.step += 1
+        return step_loss
+
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over ``eval_batches`` random batches of each split.
+
+        Returns:
+            ``{"train": loss, "val": loss}``.
+        """
+        generator = torch.Generator().manual_seed(self.config.seed + self.step)  # independent of training
+        self.model.eval()
+        losses = {}
+        for split, tokens in (("train", self.data.train), ("val", self.data.val)):
+            total = torch.zeros((), device=self.device)
+            for _ in range(self.config.eval_batches):
+                x, y = get_batch(tokens, self.config.batch_size, self.model_config.max_seq_len, generator, self.device)
+                total += F.cross_entropy(self.model(x).flatten(0, 1).float(), y.flatten())
+            losses[split] = total.item() / self.config.eval_batches
+        self.model.train()
+        return losses
+
+    def sample(self, prompt_tokens: int = 8, temperature: float = 0.8) -> str:
+        """Continue the first ``prompt_tokens`` tokens of the validation split.
+
+        Returns:
+            The prompt and its continuation, decoded.
+        """
+        prompt = torch.tensor([self.data.val[:prompt_tokens].tolist()], device=self.device)  # (1, T)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
+        tokens = self.model.generate(prompt, max(1, self.config.sample_tokens), temperature=temperature, generator=generator)
+        return self.data.tokenizer.decode(tokens[0].tolist())
+
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: weights, optimiser, step, losses, configs, tokenizer, RNG states."""
+        return {
+            "format": "tinytransformer-checkpoint-1",
+            "model_config": asdict(self.model_config),
+            "train_config": asdict(self.config),
+            "tokenizer": self.data.tokenizer.to_dict(),
+            "data_source": self.data.source,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "max_steps": self.max_steps,
+            "losses": dict(self.losses),
+            "rng": {"torch": torch.get_rng_state(), "batches": self.batch_generator.get_state()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by ``state_dict`` into this trainer (same architecture)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.max_steps, self.losses = state["step"], state["max_steps"], dict(state["losses"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.batch_generator.set_state(state["rng"]["batches"])
+
+    def save_checkpoint(self) -> Path:
+        """Write ``out_dir/checkpoint.pt`` atomically; returns its path."""
+        path = self.out_dir / "checkpoint.pt"
+        save_atomically(self.state_dict(), path)
+        return path
+
+
+    def fit(self, steps: int | None = None) -> dict[str, float]:
+        """Train until ``max_steps`` (or for ``steps`` more), evaluating and checkpointing on the way.
+
+        Args:
+            steps: Stop after this many steps even if ``max_steps`` is not reached.
+
+        Returns:
+            The latest losses: ``train`` (last evaluation), ``val`` and ``average`` (running training loss).
+        """
+        end = self.max_steps if steps is None else min(self.max_steps, self.step + steps)
+        handlers = self._catch_stop_signals()
+        bar = tqdm(total=end, initial=self.step, file=sys.stderr, disable=not self.progress, unit="step", dynamic_ncols=True)
+        pending, started, stop = [], time.perf_counter(), 0
+        try:
+            while self.step < end and not stop:
+                pending.append((self.step, self.optimizer.param_groups[0]["lr"], self.train_step()))
+                end_of_epoch = self.config.epochs is not None and self.step % self.steps_per_epoch == 0
+                at_checkpoint = self.step % self.config.eval_interval == 0 or end_of_epoch or self.step == end
+                at_log = self.step % self.config.log_interval == 0 or at_checkpoint
+                if at_log:
+                    tokens_per_second = len(pending) * self.tokens_per_step / (time.perf_counter() - started)
+                    self._log_steps(pending, tokens_per_second, bar)
+                    pending, started = [], time.perf_counter()
+                if at_log or not self.distributed.enabled:  # ranks of a job agree at logging steps
+                    stop = any_rank(self.stop_signal or 0, self.distributed, self.device)
+                if at_checkpoint:
+                    self._evaluate_and_save(bar)
+            self.stop_signal = stop or None
+            if stop and self.out_dir is not None:
+                self._log_steps(pending, float("nan"), bar)
+                path = self.save_checkpoint()
+                print(f"stopped by signal {self.stop_signal} at step {self.step}; saved {path}; "
+                      f"continue with --resume {path}", file=sys.stderr)
+        finally:
+            bar.close()
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        return dict(self.losses)
+
+
+    def _catch_stop_signals(self) -> dict:
+        """Make SIGINT/SIGTERM request a clean stop; returns the previous handlers to restore."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be installed from the main thread
+
+        def request_stop(signum: int, frame) -> None:
+            self.stop_signal = signum
+
+        return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _log_steps(self, pending: list, tokens_per_second: float, bar: tqdm) -> None:
+        if not pending:
+            return
+        losses = all_reduce_mean(torch.stack([loss for _, _, loss in pending]), self.distributed).tolist()  # one sync
+        for loss in losses:
+            average = self.losses["average"]
+            self.losses["average"] = loss if math.isnan(average) else 0.95 * average + 0.05 * loss
+        bar.update(len(pending))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", avg=f"{self.losses['average']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+        records = [{"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_second}
+                   for (step, lr, _), loss in zip(pending, losses)]
+        self._append_metrics(records)
+
+    def _append_metrics(self, records: list[dict]) -> None:
+        if self.out_dir is not None:
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
+                file.writelines(json.dumps(record) + "\n" for record in records)
+
+    def _evaluate_and_save(self, bar: tqdm) -> None:
+        losses = self.evaluate()
+        self.losses.update(losses)
+        epoch = self.step / self.steps_per_epoch
+        self._append_metrics([{"step": self.step, "epoch": epoch, "train_loss": losses["train"], "val_loss": losses["val"]}])
+        if self.distributed.is_main:
+            bar.write(f"step {self.step} (epoch {epoch:.2f}): train loss {losses['train']:.4f}, "
+                      f"val loss {losses['val']:.4f}, val perplexity {math.exp(losses['val']):.2f}")
+            if self.config.sample_tokens > 0:
+                bar.write("sample: " + repr(self.sample()))
+        if self.out_dir is not None:
+            self.save_checkpoint()
+            plot_losses(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+
+
+def save_atomically(state: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+CHECKPOINT_KEYS = ("format", "model_config", "train_config", "tokenizer", "model", "optimizer", "step", "rng")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by the trainer, with only tensors and plain types inside.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The checkpoint's contents.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If the file is truncated, corrupt, or not a tinytransformer checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `tinytransformer train --out DIR`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, random bytes: all unreadable
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a tinytransformer checkpoint: it lacks {', '.join(missing)}")
+    return state
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
+    """Rebuild the trained model and its tokenizer from a checkpoint (no corpus needed).
+
+    Args:
+        path: The checkpoint file.
+        device: Where to put the model.
+
+    Returns:
+        ``(model, tokenizer)``, the model in evaluation mode.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If the checkpoint is unreadable or its weights do not fit its configuration.
+    """
+    state = load_checkpoint(path)
+    model = GPT(GPTConfig(**state["model_config"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from None
+    return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"])
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the run folder and make sure it can be written to.
+
+    Raises:
+        ValueError: If the folder cannot be created or written to.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output folder {out_dir} is not writable ({error.strerror}); choose another with --out") from None
+    return out_dir
+
+
+def plot_losses(metrics_path: Path, image_path: Path) -> None:
+    """Draw training and validation loss from ``metrics.jsonl`` into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to files, never to a window
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines()]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train (per step)")
+    axes.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (evaluation)")
+    axes.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation")
+    axes.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Training progress")
+    axes.legend()
+    figure.tight_layout()
+    temporary = image_path.with_name(image_path.name + ".tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, image_path)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting configuration: tokenizer, architecture (without ``vocab_size``) and training."""
+
+    tokenizer: str
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+PRESETS = {
+    "default": Preset(
+        tokenizer=DEFAULT_TOKENIZER,
+        model=dict(max_seq_len=128, d_model=128, n_layers=4, n_heads=4, bias=False, dropout=0.1, fast_attention=True),
+        train=dict(batch_size=16, max_steps=800, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50,
+                   eval_interval=200, eval_batches=10),
+    ),
+    "seed": Preset(
+        tokenizer="p50k_base",
+        model=dict(max_seq_len=128, d_model=256, n_layers=6, n_heads=4, fast_attention=True),
+        train=dict(batch_size=8, epochs=3, learning_rate=1e-4, min_learning_rate=1e-4, warmup_steps=0,
+                   optimizer="adam", grad_clip=0.0, weight_decay=0.0, beta2=0.999),
+    ),
+    "shakespeare-char": Preset(
+        tokenizer="char",
+        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True),
+        train=dict(batch_size=12, max_steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
+                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20),
+    ),
+}
+"""The named presets of `tinytransformer train --preset`: ``default``, ``seed`` and ``shakespeare-char``."""
+
+
+MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
+TRAIN_FLAGS = list(fields(TrainConfig))
+
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``tinytransformer train``."""
+    parser = commands.add_parser(
+        "train", help="train a model on a corpus",
+        description="Train a GPT on the embedded corpus (this book), a named corpus, or your own text. "
+                    "Every architecture and training field can override the preset.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--preset", default="default", help=f"starting configuration: {', '.join(PRESETS)} (default: default)")
+    parser.add_argument("--out", type=Path, help="run folder for checkpoint.pt, metrics.jsonl and loss.png "
+                        "(default: runs/PRESET-TIME; with --resume, the checkpoint's folder)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or mps")
+    parser.add_argument("--mps", action="store_true", help="train on the Apple GPU (same as --device mps; see chapter 9)")
+    parser.add_argument("--debug", action="store_true", help="synchronise every step and stop at the first NaN/Inf, naming the module")
+    parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue training from this checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    architecture = parser.add_argument_group("architecture (overrides the preset; see GPTConfig)")
+    for flag in MODEL_FLAGS:
+        architecture.add_argument("--" + flag.name.replace("_", "-"), type=_flag_type(flag), metavar="VALUE")
+    training = parser.add_argument_group("training (overrides the preset; see TrainConfig)")
+    for flag in TRAIN_FLAGS:
+        training.add_argument("--" + flag.name.replace("_", "-"), type=_flag_type(flag), metavar="VALUE")
+    parser.set_defaults(run=run_train)
+
+
+def _flag_type(flag) -> type:
+    default = flag.default
+    if isinstance(default, bool):
+        return lambda text: {"true": True, "false": False}[text.lower()]
+    return str if isinstance(default, str) else int if isinstance(default, int) else float
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``tinytransformer train``: returns the exit status (130 or 143 when stopped by a signal)."""
+    model_overrides = {f.name: getattr(args, f.name) for f in MODEL_FLAGS if getattr(args, f.name) is not None}
+    train_overrides = {f.name: getattr(args, f.name) for f in TRAIN_FLAGS if getattr(args, f.name) is not None}
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    distributed, device = init_distributed("mps" if args.mps else args.device)
+    try:
+        return _train(args, model_overrides, train_overrides, distributed, device)
+    finally:
+        shutdown(distributed)
+
+
+def _train(args: argparse.Namespace, model_overrides: dict, train_overrides: dict, distributed: Distributed,
+           device: torch.device) -> int:
+    if args.resume:
+        state = load_checkpoint(args.resume)
+        _refuse_changes("architecture", state["model_config"], model_overrides, args.resume)
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+        if args.tokenizer is not None and args.tokenizer != tokenizer.name:
+            raise ValueError(f"{args.resume} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
+                             "drop --tokenizer or start a new run")
+        data = load_token_data(args.data or state["data_source"], tokenizer=tokenizer)
+        model_config = GPTConfig(**state["model_config"])
+        config = TrainConfig(**{**state["train_config"], **train_overrides})
+        out_dir = args.out or args.resume.parent
+    else:
+        preset = PRESETS[args.preset]
+        data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
+        model_config = GPTConfig(**{**preset.model, **model_overrides, "vocab_size": data.tokenizer.vocab_size})
+        config = TrainConfig(**{**preset.train, **train_overrides})
+        out_dir = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out_dir / "checkpoint.pt").exists():
+            raise ValueError(f"{out_dir / 'checkpoint.pt'} already exists; continue it with --resume, or choose another --out")
+    trainer = Trainer(model_config, config, data, out_dir=out_dir, device=device, debug=args.debug,
+                      progress=not args.no_progress, distributed=distributed)
+    if args.resume:
+        trainer.load_state_dict(state)
+        trainer.max_steps = config.max_steps if "max_steps" in train_overrides else trainer.max_steps
+    if distributed.is_main:
+        print(f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} with "
+              f"{data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), global batch "
+              f"{trainer.tokens_per_step:,} tokens, into {out_dir}", file=sys.stderr)
+    losses = trainer.fit()
+    if distributed.is_main:
+        print(json.dumps({"step": trainer.step, **losses, "checkpoint": str(out_dir / "checkpoint.pt")}))
+    return 128 + trainer.stop_signal if trainer.stop_signal else 0
+
+
+def _refuse_changes(what: str, stored: dict, requested: dict, path: Path) -> None:
+    differences = [f"{name} {stored[name]} (checkpoint) vs {value} (asked)" for name, value in requested.items() if stored.get(name) != value]
+    if differences:
+        raise ValueError(f"--resume {path}: the {what} differs: {'; '.join(differences)}; resume without those flags")
