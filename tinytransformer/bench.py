@@ -5,8 +5,8 @@ import argparse
 import contextlib
 import json
 import platform
-import resource
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +15,7 @@ import torch
 
 from tinytransformer.data import load_token_data
 from tinytransformer.devices import select_device, synchronize
+from tinytransformer.generation import tokens_per_second
 from tinytransformer.model import GPT, GPTConfig, count_parameters
 from tinytransformer.train import PRESETS, TrainConfig, Trainer
 
@@ -100,25 +101,22 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variant: str = 
 
 def bench_generation(model_config: GPTConfig, new_tokens: int, use_cache: bool, repeats: int = 3,
                      device: torch.device | str = "cpu") -> float:
-    """Median tokens per second generating ``new_tokens`` greedily from a one-token prompt."""
+    """Median of ``repeats`` measurements by chapter 10's [`tokens_per_second`][tinytransformer.generation.tokens_per_second]."""
     torch.manual_seed(0)
     model = GPT(model_config).to(device).eval()
-    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
-    model.generate(prompt, 2, greedy=True, use_cache=use_cache)  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.generate(prompt, new_tokens, greedy=True, use_cache=use_cache)
-        synchronize(torch.device(device))
-        timings.append(time.perf_counter() - started)
-    return new_tokens / statistics.median(timings)
+    return statistics.median(tokens_per_second(model, new_tokens, use_cache=use_cache) for _ in range(repeats))
 
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: the CUDA allocator's peak on a GPU, the resident set size on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # macOS reports bytes, Linux KiB
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 """The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
 
 import argparse
+import functools
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,10 @@ from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
 from tinytransformer.generation import top_k_filter, top_p_filter
-from tinytransformer.model import GPTConfig, block_gradient_norms
+from tinytransformer.data import load_token_data
+from tinytransformer.model import GPT, GPTConfig, block_gradient_norms
+from tinytransformer.tokenizer import Tokenizer
+from tinytransformer.train import TrainConfig, Trainer
 
 FIGURES: dict[str, Callable[[], Figure]] = {}
 
@@ -231,4 +236,85 @@ def draw_top_k_top_p() -> Figure:
             ax.tick_params(axis="x", labelrotation=90)
     axes[0, 0].set_ylabel("probability")
     axes[1, 0].set_ylabel("probability")
+    return fig
+
+
+@functools.cache
+def trained_model() -> tuple[GPT, Tokenizer, list[tuple[int, float, float]]]:
+    """A small char-level model trained on the book, with its evaluations ``(step, train, val)``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same sums in the same order, the same figure
+    try:
+        data = load_token_data(None, tokenizer="char")
+        model_config = GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=64, d_model=64, n_layers=2,
+                                 n_heads=4, fast_attention=True)
+        config = TrainConfig(batch_size=8, max_steps=300, learning_rate=3e-3, min_learning_rate=3e-4,
+                             warmup_steps=30, eval_batches=4, seed=0)
+        trainer = Trainer(model_config, config, data, progress=False)
+        evaluations = []
+        for step in range(config.max_steps + 1):
+            if step % 50 == 0:
+                losses = trainer.evaluate()
+                evaluations.append((step, losses["train"], losses["val"]))
+            if step < config.max_steps:
+                trainer.train_step()
+    finally:
+        torch.set_num_threads(threads)
+    return trainer.model.eval(), data.tokenizer, evaluations
+
+
+@figure("loss-curves")
+def draw_loss_curves() -> Figure:
+    """Chapter 8: training and validation loss of the small model, from ln V down."""
+    _, tokenizer, evaluations = trained_model()
+    steps, train, val = zip(*evaluations)
+    fig = Figure(figsize=(6.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, train, marker="o", label="training split")
+    ax.plot(steps, val, marker="s", label="validation split")
+    ax.axhline(math.log(tokenizer.vocab_size), color="gray", linestyle=":", label=f"ln V = {math.log(tokenizer.vocab_size):.2f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per character)")
+    ax.set_title("2-layer char model trained on this book")
+    ax.legend(frameon=False)
+    return fig
+
+
+@figure("attention-heads")
+def draw_attention_heads() -> Figure:
+    """Chapter 4: the four heads of the trained model's last block on one sentence."""
+    model, tokenizer, _ = trained_model()
+    text = "The attention weights of each head."
+    token_ids = torch.tensor([tokenizer.encode(text)])  # (1, T)
+    seq_len = token_ids.shape[1]
+    with torch.no_grad():
+        x = model.embeddings(token_ids)
+        for block in model.blocks[:-1]:
+            x = block(x, model.mask[:seq_len, :seq_len])
+        last = model.blocks[-1]
+        _, attn_weights = last.attn(last.attn_norm(x), model.mask[:seq_len, :seq_len])  # (1, H, T, T)
+    fig = Figure(figsize=(10, 3), layout="constrained")
+    labels = [c if c != " " else "␣" for c in text]
+    for head, ax in enumerate(fig.subplots(1, model.config.n_heads)):
+        ax.imshow(attn_weights[0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"head {head}")
+        ax.set_xticks(range(seq_len), labels, fontsize=5)
+        ax.set_yticks(range(seq_len), labels, fontsize=5)
+    fig.supxlabel("key (attended-to character)")
+    fig.supylabel("query")
+    return fig
+
+
+@figure("position-similarity")
+def draw_position_similarity() -> Figure:
+    """Chapter 2: cosine similarity between the learned position embeddings of the trained model."""
+    model, _, _ = trained_model()
+    positions = torch.nn.functional.normalize(model.embeddings.position_embedding.weight.detach(), dim=-1)
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow((positions @ positions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)  # (T, T)
+    fig.colorbar(image, ax=ax, label="cosine similarity")
+    ax.set_xlabel("position")
+    ax.set_ylabel("position")
+    ax.set_title("learned position embeddings")
     return fig
