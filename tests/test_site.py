@@ -141,7 +141,9 @@ def site_pages(site: Path) -> list[str]:
 
 
 def save_full_page_screenshot(page, devtools, path: Path) -> None:
-    """Save the whole page as a JPEG at 0.4 scale (small, but math, figures and code are recognisable), through the DevTools protocol.
+    """Save the whole page as a JPEG at 0.4 scale, through the DevTools protocol.
+
+    Small, but math, figures and code are recognisable in it.
 
     This takes a third of the time of Playwright's ``page.screenshot(full_page=True)`` at full scale,
     which resizes the viewport to the whole page first; the screenshots are most of this test's time.
