@@ -310,3 +310,13 @@ def test_train_help_explains_every_option(capsys):
     for flag in ("--data", "--tokenizer", "--preset", "--epochs", "--max-steps", "--out", "--device", "--mps",
                  "--debug", "--resume", "--seed", "--d-model", "--learning-rate"):
         assert flag in text
+
+
+def test_progress_goes_to_stderr_and_only_the_result_to_stdout(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-steps", "2", "--eval-interval", "1", "--eval-batches", "1", "--sample-tokens", "3",
+            "--out", str(tmp_path / "run")]
+    assert cli_train(*args) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["step"] for line in captured.out.splitlines()] == [2]  # one JSON result line
+    assert "step 1 (epoch" in captured.err and "sample: " in captured.err

@@ -350,9 +350,9 @@ class Trainer:
         self._append_metrics([{"step": self.step, "epoch": epoch, "train_loss": losses["train"], "val_loss": losses["val"]}])
         if self.distributed.is_main:
             bar.write(f"step {self.step} (epoch {epoch:.2f}): train loss {losses['train']:.4f}, "
-                      f"val loss {losses['val']:.4f}, val perplexity {math.exp(losses['val']):.2f}")
+                      f"val loss {losses['val']:.4f}, val perplexity {math.exp(losses['val']):.2f}", file=sys.stderr)
             if self.config.sample_tokens > 0:
-                bar.write("sample: " + repr(self.sample()))
+                bar.write("sample: " + repr(self.sample()), file=sys.stderr)
         if self.out_dir is not None:
             self.save_checkpoint()
             plot_losses(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
