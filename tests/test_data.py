@@ -6,7 +6,6 @@ import functools
 import hashlib
 import http.server
 import socket
-import sys
 import threading
 from pathlib import Path
 
