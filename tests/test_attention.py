@@ -104,10 +104,10 @@ def test_mismatched_shapes_raise_value_error_naming_them():
 
 
 def copy_into_torch_mha(ours: MultiHeadAttention) -> nn.MultiheadAttention:
-    reference = nn.MultiheadAttention(ours.d_model, ours.n_heads, batch_first=True).to(ours.q_proj.weight.dtype)
+    reference = nn.MultiheadAttention(ours.d_model, ours.n_heads, batch_first=True).to(ours.qkv_proj.weight.dtype)
     with torch.no_grad():
-        reference.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
-        reference.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        reference.in_proj_weight.copy_(ours.qkv_proj.weight)
+        reference.in_proj_bias.copy_(ours.qkv_proj.bias)
         reference.out_proj.weight.copy_(ours.out_proj.weight)
         reference.out_proj.bias.copy_(ours.out_proj.bias)
     return reference

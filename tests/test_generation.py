@@ -31,7 +31,7 @@ def model(tiny_config) -> GPT:
 
 
 def new_caches(model: GPT) -> list[KVCache]:
-    return [KVCache() for _ in model.blocks]
+    return [KVCache(model.config.max_seq_len) for _ in model.blocks]
 
 
 def record_last_logits(model: GPT) -> list[torch.Tensor]:
@@ -83,20 +83,29 @@ def test_cache_holds_every_position_of_every_layer(model, tiny_config):
     d_head = tiny_config.d_model // tiny_config.n_heads
     for cache in caches:
         assert cache.seq_len == 6
-        assert cache.k.shape == cache.v.shape == (3, tiny_config.n_heads, 6, d_head)
+        assert cache.k.shape == cache.v.shape == (3, tiny_config.n_heads, tiny_config.max_seq_len, d_head)
+    # The filled positions are the keys the uncached model computes for the same tokens.
+    keys = []
+    hook = model.blocks[0].attn.qkv_proj.register_forward_hook(lambda module, inputs, output: keys.append(output))
+    with torch.no_grad():
+        model(torch.zeros(3, 6, dtype=torch.long))
+    hook.remove()
+    d_model = tiny_config.d_model
+    expected = keys[0][..., d_model : 2 * d_model].view(3, 6, tiny_config.n_heads, d_head).transpose(1, 2)
+    assert torch.allclose(caches[0].k[:, :, :6], expected, atol=1e-6)
 
 
 def test_cache_memory_per_token_is_two_times_layers_times_width_times_bytes(model, tiny_config):
     caches = new_caches(model)
     with torch.no_grad():
-        model(torch.zeros(2, 10, dtype=torch.long), caches)
-    measured = sum(cache.k.nbytes + cache.v.nbytes for cache in caches) / (2 * 10)
+        model(torch.zeros(2, 10, dtype=torch.long), caches)  # the caches reserve max_seq_len positions
+    measured = sum(cache.k.nbytes + cache.v.nbytes for cache in caches) / (2 * tiny_config.max_seq_len)
     assert measured == 2 * tiny_config.n_layers * tiny_config.d_model * 4
 
 
 def test_forward_refuses_a_cache_list_of_the_wrong_length(model):
     with pytest.raises(ValueError, match="got 1 KV caches for 2 blocks"):
-        model(torch.zeros(1, 3, dtype=torch.long), [KVCache()])
+        model(torch.zeros(1, 3, dtype=torch.long), [KVCache(model.config.max_seq_len)])
 
 
 def test_cached_positions_count_towards_max_seq_len(model):
@@ -113,8 +122,9 @@ def test_a_naively_shifted_cache_would_give_wrong_logits(model):
     caches = new_caches(model)
     with torch.no_grad():
         model(token_ids[:, :16], caches)
-        for cache in caches:
-            cache.k, cache.v = cache.k[:, :, 8:], cache.v[:, :, 8:]
+        for cache in caches:  # forget positions 0..7, move the keys and values of 8..15 to the front
+            cache.k[:, :, :8], cache.v[:, :, :8] = cache.k[:, :, 8:16].clone(), cache.v[:, :, 8:16].clone()
+            cache.seq_len = 8
         shifted = model(token_ids[:, 16:], caches)[0, -1]
         recomputed = model(token_ids[:, 8:])[0, -1]
     assert not torch.allclose(shifted, recomputed, atol=1e-3)

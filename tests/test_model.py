@@ -65,10 +65,10 @@ def test_initialisation_statistics():
     model = GPT(config)
     residual_std = 0.02 / math.sqrt(2 * config.n_layers)
     for block in model.blocks:
-        assert block.attn.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+        assert block.attn.qkv_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
         assert block.attn.out_proj.weight.std().item() == pytest.approx(residual_std, rel=0.05)
         assert block.mlp.fc_out.weight.std().item() == pytest.approx(residual_std, rel=0.05)
-        assert torch.equal(block.attn.q_proj.bias, torch.zeros(256))
+        assert torch.equal(block.attn.qkv_proj.bias, torch.zeros(3 * 256))
         assert torch.equal(block.attn_norm.weight, torch.ones(256))
     assert model.embeddings.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert model.embeddings.position_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)

@@ -66,10 +66,20 @@ INSPECT_PAGE = r"""() => {
     };
 }""".replace("COPY_BUTTON", COPY_BUTTON)
 
-# Material adds the copy buttons and math.js renders the math once the page's scripts have run.
+# Material adds the copy buttons and math.js renders the math once the page's scripts have run; images
+# are complete once loaded or failed (a failed one has no width, which INSPECT_PAGE reports).
 PAGE_READY = """() => [...document.querySelectorAll(".arithmatex")].every((e) => e.querySelector(".katex"))
-    && [...document.querySelectorAll("div.highlight")].every((e) => e.querySelector(COPY_BUTTON))""".replace(
+    && [...document.querySelectorAll("div.highlight")].every((e) => e.querySelector(COPY_BUTTON))
+    && [...document.images].every((i) => i.complete)""".replace(
     "COPY_BUTTON", COPY_BUTTON)
+
+
+# A valid search index of Material for MkDocs with no documents.
+EMPTY_SEARCH_INDEX = {
+    "config": {"lang": ["en"], "separator": r"[\s\-]+", "pipeline": ["stopWordFilter"],
+               "fields": {"title": {"boost": 1000.0}, "text": {"boost": 1.0}, "tags": {"boost": 1000000.0}}},
+    "docs": [],
+}
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -151,7 +161,7 @@ def save_full_page_screenshot(page, devtools, path: Path) -> None:
     size = page.evaluate("({width: innerWidth, height: document.documentElement.scrollHeight})")
     clip = {"x": 0, "y": 0, "scale": 0.4, **size}
     shot = devtools.send("Page.captureScreenshot", {
-        "format": "jpeg", "quality": 60, "captureBeyondViewport": True, "clip": clip,
+        "format": "jpeg", "quality": 60, "captureBeyondViewport": True, "clip": clip, "optimizeForSpeed": True,
     })
     path.write_bytes(base64.b64decode(shot["data"]))
 
@@ -161,6 +171,9 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
 
     pages = site_pages(site)
     assert "/" in pages and "01-attention/" in pages
+    # Every page load makes Material's search worker fetch and index the whole site (0.4 MB) while the
+    # page renders. Search has its own test below; here it gets an empty index, which saves about 3 s.
+    context.route("**/search/search_index.json", lambda route: route.fulfill(json=EMPTY_SEARCH_INDEX))
     screenshots = tmp_path_factory.mktemp("site-screenshots")
     page = context.new_page()
     devtools = context.new_cdp_session(page)
@@ -179,7 +192,7 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
     for path in pages:
         events.clear()
         url = base_url + path.lstrip("/")
-        page.goto(url, wait_until="load")
+        page.goto(url, wait_until="domcontentloaded")
         try:
             page.wait_for_function(PAGE_READY, timeout=5_000)
         except PlaywrightTimeoutError:

@@ -88,9 +88,7 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.fast_attention = fast_attention
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)  # W_Q, W_K, W_V side by side
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -127,9 +125,8 @@ class MultiHeadAttention(nn.Module):
                 f"{x.dtype} and shape {tuple(x.shape)}"
             )
         batch_size, seq_len, _ = x.shape
-        q = self.split_heads(self.q_proj(x))  # (B, H, T, d_head)
-        k = self.split_heads(self.k_proj(x))  # (B, H, T, d_head)
-        v = self.split_heads(self.v_proj(x))  # (B, H, T, d_head)
+        q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)  # 3 × (B, T, d_model)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # 3 × (B, H, T, d_head)
         if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
             k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
         if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel
@@ -143,23 +140,25 @@ class MultiHeadAttention(nn.Module):
 class KVCache:
     """The keys and values that one attention layer has computed so far, kept while generating.
 
-    [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache, appends the
-    keys and values of its new positions to it and attends over all of them, so earlier positions
-    are never computed twice.
+    [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache, writes the
+    keys and values of its new positions into it and attends over all of them, so earlier positions
+    are never computed twice. Room for ``max_seq_len`` positions is reserved at the first update.
+
+    Args:
+        max_seq_len: Most positions the cache can hold: the model's ``max_seq_len``.
 
     Attributes:
-        k: Cached keys, shape ``(B, H, seq_len, d_head)``; ``None`` while the cache is empty.
-        v: Cached values, same shape as ``k``.
+        k: Keys, shape ``(B, H, max_seq_len, d_head)``, of which the first ``seq_len`` positions are
+            filled; ``None`` until the first update.
+        v: Values, same shape as ``k``.
+        seq_len: Number of positions filled.
     """
 
-    def __init__(self):
+    def __init__(self, max_seq_len: int):
+        self.max_seq_len = max_seq_len
+        self.seq_len = 0
         self.k: Tensor | None = None
         self.v: Tensor | None = None
-
-    @property
-    def seq_len(self) -> int:
-        """Number of positions in the cache."""
-        return 0 if self.k is None else self.k.shape[2]
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append the keys and values of new positions.
@@ -169,10 +168,14 @@ class KVCache:
             v: Their values, same shape.
 
         Returns:
-            ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T, d_head)``.
+            ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T, d_head)``: views
+            of the cache, not copies.
         """
-        if self.k is not None:
-            k = torch.cat([self.k, k], dim=2)  # (B, H, seq_len + T, d_head)
-            v = torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
+        if self.k is None:  # reserve every position once, instead of growing (copying) at each step
+            batch_size, n_heads, _, d_head = k.shape
+            self.k = k.new_empty(batch_size, n_heads, self.max_seq_len, d_head)
+            self.v = v.new_empty(batch_size, n_heads, self.max_seq_len, d_head)
+        start, self.seq_len = self.seq_len, self.seq_len + k.shape[2]
+        self.k[:, :, start : self.seq_len] = k  # write only the new positions
+        self.v[:, :, start : self.seq_len] = v
+        return self.k[:, :, : self.seq_len], self.v[:, :, : self.seq_len]

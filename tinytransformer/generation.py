@@ -169,7 +169,7 @@ def generate_tokens(
                 if not use_cache:
                     logits = model(context)  # (B, T, V): the whole context, every step
                 elif kv_caches is None:  # first step, or the context was just cropped: fill the caches
-                    kv_caches = [KVCache() for _ in model.blocks]
+                    kv_caches = [KVCache(model.config.max_seq_len) for _ in model.blocks]
                     logits = model(context, kv_caches)
                 else:
                     logits = model(context[:, -1:], kv_caches)  # (B, 1, V): only the newest token

@@ -151,13 +151,8 @@ def gpt2_state_dict(hf_state: Mapping[str, Tensor], config: GPTConfig) -> dict[s
         for name, ours_name in (("ln_1", "attn_norm"), ("ln_2", "mlp_norm")):
             ours[f"{block}{ours_name}.weight"] = state[f"{theirs}{name}.weight"]
             ours[f"{block}{ours_name}.bias"] = state[f"{theirs}{name}.bias"]
-        weights = state[theirs + "attn.c_attn.weight"].t().chunk(3, dim=0)  # (d, 3d) -> 3 × (d, d)
-        biases = state[theirs + "attn.c_attn.bias"].chunk(3)  # (3d,) -> 3 × (d,)
-        for projection, weight, bias in zip(("q_proj", "k_proj", "v_proj"), weights, biases):
-            ours[f"{block}attn.{projection}.weight"] = weight
-            ours[f"{block}attn.{projection}.bias"] = bias
-        for name, ours_name in (("attn.c_proj", "attn.out_proj"), ("mlp.c_fc", "mlp.fc_in"),
-                                ("mlp.c_proj", "mlp.fc_out")):
+        for name, ours_name in (("attn.c_attn", "attn.qkv_proj"), ("attn.c_proj", "attn.out_proj"),
+                                ("mlp.c_fc", "mlp.fc_in"), ("mlp.c_proj", "mlp.fc_out")):
             weight = state[f"{theirs}{name}.weight"]  # Conv1D layout: (in, out)
             ours[f"{block}{ours_name}.weight"] = weight.t()  # nn.Linear layout: (out, in)
             ours[f"{block}{ours_name}.bias"] = state[f"{theirs}{name}.bias"]
