@@ -183,10 +183,11 @@ def test_sigint_saves_a_checkpoint_before_stopping(tmp_path, data, model_config,
         return loss
 
     trainer.train_step = step_then_interrupt
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs in a background job
     trainer.fit()
     assert trainer.stop_signal == signal.SIGINT and trainer.step == 3
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
 
 def test_debug_mode_names_module_step_and_micro_batch(data, model_config):
