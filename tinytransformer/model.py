@@ -113,9 +113,8 @@ class GPT(nn.Module):
             start_pos = kv_caches[0].seq_len  # positions already cached
         x = self.embeddings(token_ids, start_pos)  # (B, T) -> (B, T, d_model)
         end_pos = start_pos + token_ids.shape[1]
-        mask = self.mask[start_pos:end_pos, :end_pos]  # (T, T_k): new positions see every earlier one
-        if token_ids.shape[1] == 1:  # one new token may see every position: no mask to apply (chapter 10)
-            mask = None
+        # (T, T_k): new positions see every earlier one; a single new token sees all, so needs no mask (chapter 10)
+        mask = None if token_ids.shape[1] == 1 else self.mask[start_pos:end_pos, :end_pos]
         for block, kv_cache in zip(self.blocks, kv_caches or [None] * len(self.blocks)):
             x = block(x, mask, kv_cache)  # (B, T, d_model)
         return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
