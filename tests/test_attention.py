@@ -143,12 +143,20 @@ def test_multi_head_attention_is_causal():
     assert torch.allclose(before[:, :4], after[:, :4], atol=1e-6)
 
 
-def test_split_heads_puts_each_head_in_its_own_slice():
+def test_each_head_attends_with_its_own_slice_of_the_projection():
+    torch.manual_seed(0)
     attention = MultiHeadAttention(d_model=12, n_heads=3)
-    x = torch.arange(2 * 5 * 12, dtype=torch.float32).view(2, 5, 12)
-    heads = attention.split_heads(x)
-    assert heads.shape == (2, 3, 5, 4)
-    assert torch.equal(heads[1, 2, 3], x[1, 3, 8:12])
+    x = torch.randn(2, 5, 12)
+    output, attn_weights = attention(x, causal_mask(5))
+    q, k, v = attention.qkv_proj(x).split(12, dim=-1)  # the three roles, (B, T, d_model) each
+    heads = []
+    for h in range(3):
+        features = slice(4 * h, 4 * h + 4)  # head h: features 4h .. 4h+3 of each role
+        head, weights = scaled_dot_product_attention(q[..., features], k[..., features], v[..., features],
+                                                     causal_mask(5))
+        assert torch.allclose(attn_weights[:, h], weights, atol=1e-6)
+        heads.append(head)
+    assert torch.allclose(output, attention.out_proj(torch.cat(heads, dim=-1)), atol=1e-6)
 
 
 @pytest.mark.parametrize("n_heads", [1, 2, 8])

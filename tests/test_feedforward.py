@@ -25,6 +25,12 @@ def test_activation_is_gpt2_tanh_gelu():
     assert torch.allclose(FeedForward(4, 8).activation(x), expected)
 
 
+def test_exact_gelu_is_x_times_the_normal_cdf():
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    expected = x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))  # x·Φ(x)
+    assert torch.allclose(FeedForward(4, 8, gelu_approximate="none").activation(x), expected)
+
+
 def test_hidden_width_and_parameter_count():
     ffn = FeedForward(d_model=16, d_ff=48)
     assert ffn.fc_in.weight.shape == (48, 16) and ffn.fc_out.weight.shape == (16, 48)

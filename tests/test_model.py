@@ -124,6 +124,7 @@ def test_d_ff_defaults_to_four_times_d_model():
         ({"d_ff": 0}, "d_ff must be a positive integer"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": -0.1}, "dropout must be in"),
+        ({"gelu_approximate": "erf"}, r"gelu_approximate must be 'tanh' \(GPT-2\) or 'none' \(exact GELU\), got 'erf'"),
         ({"n_heads": True}, "n_heads must be a positive integer, got True"),
     ],
 )

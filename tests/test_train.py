@@ -227,6 +227,7 @@ def test_presets_include_the_original_and_the_reference_configurations():
     assert PRESETS["seed"].tokenizer == "p50k_base" and PRESETS["seed"].train["optimizer"] == "adam"
     reference = PRESETS["shakespeare-char"]
     assert reference.model["n_layers"] == 4 and reference.model["d_model"] == 128 and reference.train["batch_size"] == 12
+    assert PRESETS["speedrun"].model == reference.model  # the speedrun changes the training, not the model
     for preset in PRESETS.values():  # every preset builds valid configurations
         GPTConfig(vocab_size=100, **preset.model)
         TrainConfig(**preset.train)
@@ -260,7 +261,7 @@ def test_new_run_never_overwrites_an_existing_checkpoint(tmp_path, corpus, capsy
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "huge"], "unknown preset 'huge'; choose one of default, seed, shakespeare-char"),
+        (["--preset", "huge"], "unknown preset 'huge'; choose one of default, seed, shakespeare-char, speedrun"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--batch-size", "0"], "batch_size must be at least 1"),
         (["--max-seq-len", "0"], "max_seq_len must be a positive integer, got 0"),

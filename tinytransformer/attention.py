@@ -92,11 +92,6 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def split_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, d_model) -> (B, H, T, d_head)``."""
-        batch_size, seq_len, _ = x.shape
-        return x.view(batch_size, seq_len, self.n_heads, self.d_head).transpose(1, 2)
-
     def forward(
         self, x: Tensor, mask: Tensor | None = None, kv_cache: "KVCache | None" = None, need_weights: bool = True
     ) -> tuple[Tensor, Tensor | None]:
@@ -125,8 +120,8 @@ class MultiHeadAttention(nn.Module):
                 f"{x.dtype} and shape {tuple(x.shape)}"
             )
         batch_size, seq_len, _ = x.shape
-        q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)  # 3 × (B, T, d_model)
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # 3 × (B, H, T, d_head)
+        qkv = self.qkv_proj(x).view(batch_size, seq_len, 3, self.n_heads, self.d_head)  # (B, T, 3, H, d_head)
+        q, k, v = qkv.transpose(1, 3).unbind(dim=2)  # (B, H, 3, T, d_head) -> 3 × (B, H, T, d_head)
         if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
             k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
         if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel

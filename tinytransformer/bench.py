@@ -57,54 +57,78 @@ VARIANTS = {
 """Ways to run the same training step; `tinytransformer bench --variants` picks among them."""
 
 
-def bench_training(model_config: GPTConfig, config: TrainConfig, variant: str = "sdpa", steps: int = 20,
-                   repeats: int = 3, device: torch.device | str = "cpu") -> dict:
-    """Median training speed of ``Trainer.train_step`` on the embedded corpus.
+def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[str], steps: int = 20,
+                   repeats: int = 3, device: torch.device | str = "cpu") -> dict[str, dict]:
+    """Median training speed of ``Trainer.train_step`` in each variant, on the embedded corpus.
+
+    The variants take turns — each one's first timed repeat, then each one's second, and so on — so
+    that a machine whose speed drifts slows them all alike.
 
     Args:
         model_config: The architecture (``vocab_size`` is replaced by the char tokenizer's).
         config: Batch size, accumulation and optimiser settings.
-        variant: A key of ``VARIANTS``.
+        variants: Keys of ``VARIANTS``.
         steps: Steps per timed repeat.
         repeats: Timed repeats; the median is reported.
         device: Where to run.
 
     Returns:
-        ``ms_per_step``, ``tokens_per_s``, ``gflops``, each repeat's ms and the parameter count.
+        For each variant: ``ms_per_step``, ``tokens_per_s``, ``gflops``, each repeat's ms and the
+        parameter count.
     """
-    options = VARIANTS[variant]
     data = load_token_data(None, tokenizer="char")
-    model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, fast_attention=options["fast_attention"])
-    trainer = Trainer(model_config, config, data, device=device, progress=False)
+    model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+    trainers = {}
+    for variant in variants:
+        trainer = Trainer(replace(model_config, fast_attention=VARIANTS[variant]["fast_attention"]), config, data,
+                          device=device, progress=False)
+        if VARIANTS[variant].get("compile"):
+            trainer.training_model = torch.compile(trainer.model)
+        time_steps(trainer, 3, VARIANTS[variant])  # warm-up: allocator, kernels, optimiser state (and compilation)
+        trainers[variant] = trainer
+    timings = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant, trainer in trainers.items():
+            timings[variant].append(time_steps(trainer, steps, VARIANTS[variant]))
+    tokens_per_step = config.batch_size * config.grad_accum_steps * model_config.max_seq_len
+    results = {}
+    for variant, trainer in trainers.items():
+        tokens_per_s = tokens_per_step / statistics.median(timings[variant])
+        results[variant] = {"ms_per_step": 1000 * statistics.median(timings[variant]), "tokens_per_s": tokens_per_s,
+                            "gflops": training_flops_per_token(model_config) * tokens_per_s / 1e9,
+                            "ms_per_step_repeats": [1000 * t for t in timings[variant]],
+                            "parameters": trainer.model.num_parameters()}
+    return results
+
+
+def time_steps(trainer: Trainer, steps: int, options: dict) -> float:
+    """Seconds per training step over ``steps`` steps, in bfloat16 autocast if ``options`` ask for it."""
     device = trainer.device
-    if options.get("compile"):
-        trainer.training_model = torch.compile(trainer.model)
     precision = torch.autocast(device.type, dtype=torch.bfloat16) if options.get("bf16") else contextlib.nullcontext()
     with precision:
-        for _ in range(3):  # warm-up: allocator, kernels, optimiser state (and compilation)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(steps):
             trainer.train_step()
-        timings = []
-        for _ in range(repeats):
-            synchronize(device)
-            started = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step()
-            synchronize(device)
-            timings.append((time.perf_counter() - started) / steps)
-    seconds = statistics.median(timings)
-    tokens_per_step = config.batch_size * config.grad_accum_steps * model_config.max_seq_len
-    tokens_per_s = tokens_per_step / seconds
-    return {"ms_per_step": 1000 * seconds, "tokens_per_s": tokens_per_s,
-            "gflops": training_flops_per_token(model_config) * tokens_per_s / 1e9,
-            "ms_per_step_repeats": [1000 * t for t in timings], "parameters": trainer.model.num_parameters()}
+        synchronize(device)
+    return (time.perf_counter() - started) / steps
 
 
-def bench_generation(model_config: GPTConfig, new_tokens: int, use_cache: bool, repeats: int = 3,
-                     device: torch.device | str = "cpu") -> float:
-    """Median of ``repeats`` measurements by chapter 10's [`tokens_per_second`][tinytransformer.generation.tokens_per_second]."""
+def bench_generation(model_config: GPTConfig, new_tokens: int, repeats: int = 3,
+                     device: torch.device | str = "cpu") -> dict[str, float]:
+    """Generation speed with and without the KV cache, measured by chapter 10's ``tokens_per_second``.
+
+    Returns:
+        The medians of ``repeats`` measurements each, ``{"with_cache": ..., "without_cache": ...}``,
+        taken in turns like the training repeats.
+    """
     torch.manual_seed(0)
     model = GPT(model_config).to(device).eval()
-    return statistics.median(tokens_per_second(model, new_tokens, use_cache=use_cache) for _ in range(repeats))
+    runs = {"with_cache": [], "without_cache": []}
+    for _ in range(repeats):
+        runs["with_cache"].append(tokens_per_second(model, new_tokens, use_cache=True))
+        runs["without_cache"].append(tokens_per_second(model, new_tokens, use_cache=False))
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -139,14 +163,11 @@ def run_bench(args: argparse.Namespace) -> int:
                "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": str(device),
                "peak_gflops": peak / 1e9, "peak_note": peak_note, "preset": args.preset,
                "model": vars(model_config), "batch_size": config.batch_size, "training": {}, "generation": {}}
-    for variant in dict.fromkeys(args.variants):  # each variant once, in the order given
-        row = bench_training(model_config, config, variant, args.steps, args.repeats, device)
+    training = bench_training(model_config, config, list(dict.fromkeys(args.variants)), args.steps, args.repeats, device)
+    for variant, row in training.items():  # each variant once, in the order given
         results["training"][variant] = {**row, "mfu": row["gflops"] / results["peak_gflops"]}
     for new_tokens in args.generate:
-        results["generation"][new_tokens] = {
-            "with_cache": bench_generation(model_config, new_tokens, True, args.repeats, device),
-            "without_cache": bench_generation(model_config, new_tokens, False, args.repeats, device),
-        }
+        results["generation"][new_tokens] = bench_generation(model_config, new_tokens, args.repeats, device)
     results["peak_memory_mb"] = peak_memory_mb(device)
     print(format_results(results))
     if args.json:

@@ -20,6 +20,7 @@ class Block(nn.Module):
             transformer: ``LN(x + F(x))``).
         layer_norm_eps: Epsilon of the LayerNorms.
         fast_attention: Let attention use PyTorch's fused kernel (chapter 12); same result.
+        gelu_approximate: The feed-forward network's GELU: ``"tanh"`` (GPT-2) or ``"none"`` (exact).
     """
 
     def __init__(
@@ -32,13 +33,14 @@ class Block(nn.Module):
         pre_norm: bool = True,
         layer_norm_eps: float = 1e-5,
         fast_attention: bool = False,
+        gelu_approximate: str = "tanh",
     ):
         super().__init__()
         self.pre_norm = pre_norm
         self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, fast_attention)
         self.mlp_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.mlp = FeedForward(d_model, d_ff, dropout, bias)
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias, gelu_approximate)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
         """Apply attention then the feed-forward network, each with a residual connection.

@@ -12,12 +12,14 @@ class FeedForward(nn.Module):
         d_ff: Width of the hidden layer (conventionally ``4 * d_model``).
         dropout: Dropout probability applied to the output.
         bias: Whether the linear layers have biases.
+        gelu_approximate: ``"tanh"`` for GPT-2's approximation of GELU, ``"none"`` for the exact one.
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True,
+                 gelu_approximate: str = "tanh"):
         super().__init__()
         self.fc_in = nn.Linear(d_model, d_ff, bias=bias)
-        self.activation = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.activation = nn.GELU(approximate=gelu_approximate)
         self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 

@@ -165,7 +165,7 @@ def generate_tokens(
     model.eval()
     try:
         for _ in range(max_new_tokens):
-            with torch.no_grad():
+            with torch.inference_mode():  # like no_grad, and skips autograd's bookkeeping entirely
                 if not use_cache:
                     logits = model(context)  # (B, T, V): the whole context, every step
                 elif kv_caches is None:  # first step, or the context was just cropped: fill the caches

@@ -30,10 +30,12 @@ class GPTConfig:
         layer_norm_eps: Epsilon of every LayerNorm.
         fast_attention: Compute attention with PyTorch's fused kernel instead of chapter 1's code
             (chapter 12); the outputs are the same, the training presets turn it on for speed.
+        gelu_approximate: ``"tanh"`` for GPT-2's approximate GELU, ``"none"`` for the exact GELU
+            (nanoGPT's; faster on a CPU, chapter 12).
 
     Raises:
-        ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``, or
-            ``dropout`` is outside ``[0, 1)``.
+        ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``,
+            ``dropout`` is outside ``[0, 1)``, or ``gelu_approximate`` is neither ``"tanh"`` nor ``"none"``.
     """
 
     vocab_size: int = 50257
@@ -48,6 +50,7 @@ class GPTConfig:
     pre_norm: bool = True
     layer_norm_eps: float = 1e-5
     fast_attention: bool = False
+    gelu_approximate: str = "tanh"
 
     def __post_init__(self):
         if self.d_ff is None:
@@ -60,6 +63,9 @@ class GPTConfig:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.gelu_approximate not in ("tanh", "none"):
+            raise ValueError(f"gelu_approximate must be 'tanh' (GPT-2) or 'none' (exact GELU), "
+                             f"got {self.gelu_approximate!r}")
 
     @property
     def d_head(self) -> int:
@@ -80,7 +86,7 @@ class GPT(nn.Module):
         self.embeddings = Embeddings(config.vocab_size, config.max_seq_len, config.d_model, config.dropout)
         self.blocks = nn.ModuleList(
             Block(config.d_model, config.n_heads, config.d_ff, config.dropout, config.bias,
-                  config.pre_norm, config.layer_norm_eps, config.fast_attention)
+                  config.pre_norm, config.layer_norm_eps, config.fast_attention, config.gelu_approximate)
             for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)

@@ -484,12 +484,20 @@ PRESETS = {
     ),
     "shakespeare-char": Preset(
         tokenizer="char",
-        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True),
+        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True,
+                   gelu_approximate="none"),
         train=dict(batch_size=12, max_steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
                    weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20),
     ),
+    "speedrun": Preset(
+        tokenizer="char",
+        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True,
+                   gelu_approximate="none"),
+        train=dict(batch_size=32, max_steps=1000, learning_rate=1e-2, min_learning_rate=1e-3, warmup_steps=100,
+                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=1000, eval_batches=20),
+    ),
 }
-"""The named presets of `tinytransformer train --preset`: ``default``, ``seed`` and ``shakespeare-char``."""
+"""The named presets of `tinytransformer train --preset`: ``default``, ``seed``, ``shakespeare-char``, ``speedrun``."""
 
 
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
