@@ -469,6 +469,10 @@ class Preset:
     train: dict = field(default_factory=dict)
 
 
+NANOGPT_CHAR_MODEL = dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False,
+                          fast_attention=True, gelu_approximate="none")
+"""nanoGPT's character-level model for tiny Shakespeare on a CPU (``vocab_size`` comes from the tokenizer)."""
+
 PRESETS = {
     "default": Preset(
         tokenizer=DEFAULT_TOKENIZER,
@@ -484,17 +488,15 @@ PRESETS = {
     ),
     "shakespeare-char": Preset(
         tokenizer="char",
-        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True,
-                   gelu_approximate="none"),
+        model=NANOGPT_CHAR_MODEL,
         train=dict(batch_size=12, max_steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
                    weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20),
     ),
-    "speedrun": Preset(
+    "speedrun": Preset(  # the same model, trained differently (chapter 12)
         tokenizer="char",
-        model=dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False, fast_attention=True,
-                   gelu_approximate="none"),
-        train=dict(batch_size=32, max_steps=1000, learning_rate=1e-2, min_learning_rate=1e-3, warmup_steps=100,
-                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=1000, eval_batches=20),
+        model=NANOGPT_CHAR_MODEL,
+        train=dict(batch_size=16, max_steps=1750, learning_rate=6e-3, min_learning_rate=6e-4, warmup_steps=100,
+                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=1750, eval_batches=20),
     ),
 }
 """The named presets of `tinytransformer train --preset`: ``default``, ``seed``, ``shakespeare-char``, ``speedrun``."""
