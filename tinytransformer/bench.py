@@ -93,8 +93,9 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[
     tokens_per_step = config.batch_size * config.grad_accum_steps * model_config.max_seq_len
     results = {}
     for variant, trainer in trainers.items():
-        tokens_per_s = tokens_per_step / statistics.median(timings[variant])
-        results[variant] = {"ms_per_step": 1000 * statistics.median(timings[variant]), "tokens_per_s": tokens_per_s,
+        seconds = statistics.median(timings[variant])
+        tokens_per_s = tokens_per_step / seconds
+        results[variant] = {"ms_per_step": 1000 * seconds, "tokens_per_s": tokens_per_s,
                             "gflops": training_flops_per_token(model_config) * tokens_per_s / 1e9,
                             "ms_per_step_repeats": [1000 * t for t in timings[variant]],
                             "parameters": trainer.model.num_parameters()}
