@@ -164,8 +164,9 @@ def run_bench(args: argparse.Namespace) -> int:
                "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": str(device),
                "peak_gflops": peak / 1e9, "peak_note": peak_note, "preset": args.preset,
                "model": vars(model_config), "batch_size": config.batch_size, "training": {}, "generation": {}}
-    training = bench_training(model_config, config, list(dict.fromkeys(args.variants)), args.steps, args.repeats, device)
-    for variant, row in training.items():  # each variant once, in the order given
+    variants = list(dict.fromkeys(args.variants))  # each variant once, in the order given
+    training = bench_training(model_config, config, variants, args.steps, args.repeats, device)
+    for variant, row in training.items():
         results["training"][variant] = {**row, "mfu": row["gflops"] / results["peak_gflops"]}
     for new_tokens in args.generate:
         results["generation"][new_tokens] = bench_generation(model_config, new_tokens, args.repeats, device)
