@@ -1,9 +1,11 @@
 """`tinytransformer bench`: the FLOP count, the peak estimate and the command (chapter 12)."""
 
 import json
+import math
 
 import pytest
 
+import tinytransformer.bench as bench_module
 from tinytransformer.bench import cpu_peak_flops, training_flops_per_token
 from tinytransformer.cli import main
 from tinytransformer.model import GPTConfig
@@ -16,16 +18,63 @@ def test_flops_per_token_is_six_n_plus_attention():
     assert training_flops_per_token(config) == 6 * non_position_parameters + 12 * 2 * 32 * 64
 
 
-def test_cpu_peak_names_its_assumptions():
+class FakeCpuinfo:
+    """Stands in for ``Path("/proc/cpuinfo")``: its text, or ``None`` for a system without the file."""
+
+    def __init__(self, text: str | None):
+        self.text = text
+
+    def __call__(self, path: str) -> "FakeCpuinfo":
+        assert path == "/proc/cpuinfo"
+        return self
+
+    def read_text(self) -> str:
+        if self.text is None:
+            raise FileNotFoundError("/proc/cpuinfo")
+        return self.text
+
+
+@pytest.mark.parametrize(
+    ("flags", "lanes"), [("fpu sse2 avx2 fma avx512f", 16), ("fpu sse2 avx2 fma", 8), ("fpu sse2", 4)]
+)
+def test_cpu_peak_is_lanes_times_two_fma_units_times_two_times_clock_times_cores(monkeypatch, flags, lanes):
+    monkeypatch.setattr(
+        bench_module, "Path", FakeCpuinfo(f"processor\t: 0\nflags\t\t: {flags}\ncpu MHz\t\t: 2100.000\n")
+    )
     peak, note = cpu_peak_flops(cores=2)
-    assert "FMA" in note or "unknown" in note
-    assert peak > 1e9 or peak != peak  # a real estimate, or NaN with the reason
+    assert peak == lanes * 2 * 2 * 2100e6 * 2
+    assert note == f"{lanes} fp32 lanes × 2 FMA units × 2 × 2100 MHz × 2 cores"
+
+
+def test_cpu_peak_without_cpuinfo_is_nan_with_the_reason(monkeypatch):
+    monkeypatch.setattr(bench_module, "Path", FakeCpuinfo(None))
+    peak, note = cpu_peak_flops(cores=2)
+    assert math.isnan(peak) and note.endswith("peak unknown")
 
 
 def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    args = ["bench", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--max-seq-len", "16",
-            "--batch-size", "2", "--steps", "1", "--repeats", "1", "--generate", "4", "--json", str(path)]
+    args = [
+        "bench",
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--max-seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--generate",
+        "4",
+        "--json",
+        str(path),
+    ]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| book |" in table and "| sdpa |" in table and "generate 4 tokens" in table
@@ -36,7 +85,11 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--preset", "huge"], "unknown preset"), (["--steps", "0"], "must be at least 1"), (["--variants", "turbo"], "unknown variant 'turbo'")],
+    [
+        (["--preset", "huge"], "unknown preset"),
+        (["--steps", "0"], "must be at least 1"),
+        (["--variants", "turbo"], "unknown variant 'turbo'"),
+    ],
 )
 def test_bench_bad_input_exits_2(args, message, capsys):
     assert main(["bench", *args]) == 2

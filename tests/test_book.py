@@ -19,7 +19,9 @@ RAW_PYTHON_FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(\{[^}]*\.(python3?|py)\b[^}
 def python_fences(text: str) -> list:
     """Top-level fences that markdown-it (the parser pytest-markdown-docs uses) sees as Python."""
     tokens = MarkdownIt("commonmark").parse(text)
-    return [t for t in tokens if t.type == "fence" and parse_superfences_block_info(t.info)[:1] in [[p] for p in PYTHON]]
+    return [
+        t for t in tokens if t.type == "fence" and parse_superfences_block_info(t.info)[:1] in [[p] for p in PYTHON]
+    ]
 
 
 def collected(text: str, path: Path) -> list:
@@ -33,7 +35,10 @@ def test_every_python_fence_runs_or_is_marked_notest(chapter: Path):
     fences = python_fences(text)
     openings = {t.map[0] for t in fences}
     hidden = [n + 1 for n in raw_lines if n not in openings and not _closes_a_fence(text, n)]
-    assert not hidden, f"{chapter.name}: Python fences at lines {hidden} are not top-level fences (inside an admonition or indented?); pytest would skip them"
+    assert not hidden, (
+        f"{chapter.name}: Python fences at lines {hidden} are not top-level fences "
+        "(inside an admonition or indented?); pytest would skip them"
+    )
     opted_out = [t for t in fences if "notest" in parse_superfences_block_info(t.info)]
     assert len(collected(text, chapter)) + len(opted_out) == len(fences)
 
@@ -48,7 +53,9 @@ def test_fence_info_uses_the_brace_form(chapter: Path):
     """A bare word after the language (```python continuation) breaks the rendered page."""
     for token in python_fences(chapter.read_text(encoding="utf-8")):
         info = token.info.strip()
-        assert info.startswith("{") or info in PYTHON, f"{chapter.name}:{token.map[0] + 1}: use {{.python …}} not {info!r}"
+        assert info.startswith("{") or info in PYTHON, (
+            f"{chapter.name}:{token.map[0] + 1}: use {{.python …}} not {info!r}"
+        )
 
 
 def test_book_has_code_that_runs():

@@ -49,7 +49,9 @@ def test_injected_nan_is_reported_with_the_module_name(tiny_config):
     with torch.no_grad():
         model.blocks[1].attn.qkv_proj.weight[3, 0] = float("nan")
     watch_for_non_finite(model)
-    with pytest.raises(NonFiniteError, match=r"NaN in the output of module blocks\.1\.attn\.qkv_proj \(batch rows \[0, 1\]\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"NaN in the output of module blocks\.1\.attn\.qkv_proj \(batch rows \[0, 1\]\)"
+    ):
         model(torch.randint(0, 32, (2, 8)))
 
 

@@ -50,7 +50,9 @@ def test_top_p_matches_hugging_face(vocab_size, top_p, scale):
 def test_the_chain_temperature_top_k_top_p_matches_hugging_face(temperature, top_k, top_p):
     logits = random_logits(3, 1000, seed=7)
     ours = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
-    theirs = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)])
+    theirs = LogitsProcessorList(
+        [TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)]
+    )
     assert torch.allclose(ours, theirs(NO_INPUT_IDS, logits))
 
 
@@ -64,8 +66,11 @@ def tiny_gpt2(tmp_path_factory):
     return directory
 
 
+@pytest.mark.pretrained_encodings
 def test_generate_with_gpt2_weights_uses_the_gpt2_tokenizer(tiny_gpt2, capsys):
-    status = main(["generate", "--gpt2", str(tiny_gpt2), "--prompt", "Hello, world", "--max-new-tokens", "8", "--greedy"])
+    status = main(
+        ["generate", "--gpt2", str(tiny_gpt2), "--prompt", "Hello, world", "--max-new-tokens", "8", "--greedy"]
+    )
     out = capsys.readouterr().out
     assert status == 0 and out.startswith("Hello, world")
     from tinytransformer.gpt2 import load_gpt2
@@ -73,12 +78,15 @@ def test_generate_with_gpt2_weights_uses_the_gpt2_tokenizer(tiny_gpt2, capsys):
 
     tokenizer = get_tokenizer("gpt2")
     prompt = torch.tensor([tokenizer.encode("Hello, world")])
-    expected = load_gpt2(tiny_gpt2).generate(prompt, 8, greedy=True, eot_id=tokenizer.eot_id)[0, prompt.shape[1] :].tolist()
+    expected = (
+        load_gpt2(tiny_gpt2).generate(prompt, 8, greedy=True, eot_id=tokenizer.eot_id)[0, prompt.shape[1] :].tolist()
+    )
     if tokenizer.eot_id in expected:
         expected = expected[: expected.index(tokenizer.eot_id)]
     assert out == "Hello, world" + tokenizer.decode(expected) + "\n"
 
 
+@pytest.mark.pretrained_encodings
 def test_an_empty_prompt_starts_gpt2_from_its_end_of_text_token(tiny_gpt2, capsys):
     status = main(["generate", "--gpt2", str(tiny_gpt2), "--max-new-tokens", "5", "--seed", "0"])
     captured = capsys.readouterr()
@@ -96,6 +104,7 @@ def test_our_greedy_generation_matches_hugging_face_with_its_own_cache(tiny_gpt2
     ours: GPT = load_gpt2(tiny_gpt2)
     reference = GPT2LMHeadModel.from_pretrained(tiny_gpt2).eval()
     prompt = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
-    theirs = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
-                                pad_token_id=50256)
+    theirs = reference.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False, pad_token_id=50256
+    )
     assert torch.equal(ours.generate(prompt, 20, greedy=True), theirs)

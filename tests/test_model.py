@@ -82,7 +82,14 @@ def test_initial_loss_is_close_to_log_vocab_size(model):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"tie_weights": False}, {"bias": False}, {"d_ff": 48}, {"n_layers": 3, "n_heads": 8}, {"bias": False, "tie_weights": False}],
+    [
+        {},
+        {"tie_weights": False},
+        {"bias": False},
+        {"d_ff": 48},
+        {"n_layers": 3, "n_heads": 8},
+        {"bias": False, "tie_weights": False},
+    ],
 )
 def test_parameter_formula_matches_the_instantiated_model(tiny_config, overrides):
     config = GPTConfig(**{**vars(tiny_config), **overrides})
@@ -121,7 +128,7 @@ def test_d_ff_defaults_to_four_times_d_model():
         ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
         ({"vocab_size": -5}, "vocab_size must be a positive integer, got -5"),
         ({"max_seq_len": 2.5}, "max_seq_len must be a positive integer, got 2.5"),
-        ({"d_ff": 0}, "d_ff must be a positive integer"),
+        ({"d_ff": -1}, "d_ff must be a positive integer"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": -0.1}, "dropout must be in"),
         ({"gelu_approximate": "erf"}, r"gelu_approximate must be 'tanh' \(GPT-2\) or 'none' \(exact GELU\), got 'erf'"),
@@ -179,7 +186,10 @@ def test_generate_restores_training_mode(model):
     assert model.training
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 3, "temperature": 0.0}, "temperature")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 3, "temperature": 0.0}, "temperature")],
+)
 def test_generate_rejects_bad_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.generate(torch.zeros(1, 1, dtype=torch.long), **kwargs)

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def checkout(tmp_path: Path) -> Path:
     """A copy of the book and the package to edit freely."""
     shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "tinytransformer", tmp_path / "tinytransformer", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "tinytransformer", tmp_path / "tinytransformer", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return tmp_path
 
 
@@ -26,8 +28,8 @@ def test_package_matches_book():
 
 def test_every_package_file_is_generated_and_says_where_to_edit():
     for path in (ROOT / "tinytransformer").rglob("*.py"):
-        first_line = path.read_text(encoding="utf-8").splitlines()[0]
-        assert first_line.startswith(MARK) and "book/" in first_line, path
+        first_line, second_line = path.read_text(encoding="utf-8").splitlines()[:2]
+        assert first_line.startswith(MARK) and second_line.startswith("#   book/"), path
 
 
 def test_blocks_of_one_file_keep_book_order():
@@ -55,7 +57,8 @@ def test_hand_edited_package_file_fails(checkout: Path):
 
 
 def test_generated_file_with_no_blocks_left_is_stale(checkout: Path):
-    (checkout / "tinytransformer" / "old.py").write_text(MARK + ": edit book/99-gone.md, not this file.\nX = 1\n")
+    header = MARK + "; edit these chapters, not this file:\n#   book/99-gone.md\n"
+    (checkout / "tinytransformer" / "old.py").write_text(header + "X = 1\n")
     assert tangle(checkout, check=True) == ["tinytransformer/old.py: stale, no block in the book names it any more"]
     assert "removed tinytransformer/old.py" in tangle(checkout)[0]
     assert not (checkout / "tinytransformer" / "old.py").exists()
@@ -74,7 +77,7 @@ def test_new_titled_block_creates_its_file(checkout: Path):
     chapter.write_text('# Extra\n\n```{.python title="tinytransformer/extra.py"}\nANSWER = 42\n```\n')
     assert tangle(checkout) == ["wrote tinytransformer/extra.py"]
     text = (checkout / "tinytransformer" / "extra.py").read_text()
-    assert text == MARK + ": edit book/99-extra.md, not this file.\nANSWER = 42\n"
+    assert text == MARK + "; edit these chapters, not this file:\n#   book/99-extra.md\nANSWER = 42\n"
 
 
 def test_cli_check_exit_codes(checkout: Path, capsys):

@@ -2,8 +2,11 @@
 
 import io
 import json
+import os
 import random
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -13,15 +16,25 @@ import tiktoken.registry
 import torch
 
 from tinytransformer.tokenizer import (
-    DEFAULT_TOKENIZER, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer, get_tokenizer,
-    load_encoding, ranks_from_text, ranks_to_text, tokenizer_from_dict, tokenizer_name, train_bpe,
+    DEFAULT_TOKENIZER,
+    BPETokenizer,
+    CharTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
+    get_tokenizer,
+    load_encoding,
+    ranks_from_text,
+    ranks_to_text,
+    tokenizer_from_dict,
+    tokenizer_name,
+    train_bpe,
 )
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
     "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n"
 ) * 5
-PRETRAINED = ["gpt2", "r50k_base", "p50k_base"]  # in ../shared/tiktoken_cache, so these run offline
+PRETRAINED = ["gpt2", "r50k_base", "p50k_base"]  # from tiktoken's cache or the network, else skipped (conftest.py)
 
 TRICKY = [
     "",
@@ -56,7 +69,7 @@ def bpe() -> BPETokenizer:
 
 
 @pytest.fixture(scope="module", params=PRETRAINED)
-def pretrained(request) -> TiktokenTokenizer:
+def pretrained(request, pretrained_encodings) -> TiktokenTokenizer:
     return TiktokenTokenizer(load_encoding(request.param), request.param)
 
 
@@ -134,10 +147,30 @@ def test_decode_accepts_tensor_and_numpy_ids(bpe):
 # BPE training
 
 
-def test_bpe_training_is_deterministic():
-    assert train_bpe(CORPUS, 400) == train_bpe(CORPUS, 400)
+def test_bpe_training_accepts_any_iterable_of_pieces():
     pieces = [CORPUS[:100], CORPUS[100:]]
-    assert train_bpe(iter(pieces), 400) == train_bpe(pieces, 400)  # any iterable of pieces
+    assert train_bpe(iter(pieces), 400) == train_bpe(pieces, 400) == train_bpe(CORPUS, 400)
+
+
+def outputs_under_two_hash_seeds(code: str) -> list[str]:
+    """What ``code`` prints in two fresh interpreters whose string hashes differ (PYTHONHASHSEED 1 and 2)."""
+    runs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}) for seed in ("1", "2")]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    return outputs
+
+
+def test_bpe_training_does_not_depend_on_the_string_hash_seed():
+    code = ("import hashlib; from tinytransformer.tokenizer import ranks_to_text, train_bpe; "
+            f"print(hashlib.sha256(ranks_to_text(train_bpe({CORPUS!r} * 3, 420)).encode()).hexdigest())")
+    first, second = outputs_under_two_hash_seeds(code)
+    assert len(first.strip()) == 64 and first == second
+
+
+def test_the_hash_seed_check_sees_an_order_that_depends_on_the_seed():
+    first, second = outputs_under_two_hash_seeds("print(list({'speak', 'resolved', 'famish', 'citizen', 'proceed'}))")
+    assert first != second  # so the test above would catch training that iterated over a set of strings
 
 
 def test_bpe_ranks_are_the_256_bytes_then_merges_with_contiguous_ids():
@@ -222,6 +255,7 @@ def test_bpe_encodes_like_replaying_its_merges_in_training_order():
 # Pretrained encodings
 
 
+@pytest.mark.pretrained_encodings
 def test_p50k_base_token_ids_for_a_fixed_sentence():
     tokenizer = get_tokenizer("p50k_base")
     sentence = "Hello world! The quick brown fox jumps over the lazy dog."
@@ -229,10 +263,12 @@ def test_p50k_base_token_ids_for_a_fixed_sentence():
     assert tokenizer.vocab_size == 50281 and tokenizer.eot_id == 50256
 
 
+@pytest.mark.pretrained_encodings
 def test_p50k_base_has_tokens_for_runs_of_spaces_that_gpt2_lacks():
     code = "def f(x):\n        return x  # ok"
     assert get_tokenizer("p50k_base").encode(code) == [4299, 277, 7, 87, 2599, 198, 50262, 1441, 2124, 220, 1303, 12876]
-    assert get_tokenizer("gpt2").encode(code) == [4299, 277, 7, 87, 2599, 198] + [220] * 7 + [1441, 2124, 220, 1303, 12876]
+    spaces = [220] * 7  # gpt2 has no token for a run of spaces
+    assert get_tokenizer("gpt2").encode(code) == [4299, 277, 7, 87, 2599, 198, *spaces, 1441, 2124, 220, 1303, 12876]
     assert get_tokenizer("gpt2").vocab_size == 50257
 
 
@@ -256,8 +292,10 @@ def offline(tmp_path, monkeypatch):
     return tmp_path / "empty-cache"
 
 
-@pytest.mark.parametrize("build", [lambda: get_tokenizer("p50k_base"),
-                                   lambda: tokenizer_from_dict({"kind": "tiktoken", "name": "p50k_base"})])
+@pytest.mark.parametrize(
+    "build",
+    [lambda: get_tokenizer("p50k_base"), lambda: tokenizer_from_dict({"kind": "tiktoken", "name": "p50k_base"})],
+)
 def test_missing_encoding_offline_names_it_the_cache_variable_and_alternatives(offline, build):
     with pytest.raises(ValueError) as error:
         build()
@@ -276,8 +314,17 @@ def test_char_and_bpe_work_offline(offline):
 # Specs and descriptions
 
 
-@pytest.mark.parametrize("spec, name", [("char", "char"), ("bpe", DEFAULT_TOKENIZER), ("bpe:4096", "bpe:4096"),
-                                        ("bpe:0300", "bpe:300"), ("p50k_base", "p50k_base"), ("gpt2", "gpt2")])
+@pytest.mark.parametrize(
+    "spec, name",
+    [
+        ("char", "char"),
+        ("bpe", DEFAULT_TOKENIZER),
+        ("bpe:4096", "bpe:4096"),
+        ("bpe:0300", "bpe:300"),
+        ("p50k_base", "p50k_base"),
+        ("gpt2", "gpt2"),
+    ],
+)
 def test_tokenizer_name_is_the_canonical_spec(spec, name):
     assert tokenizer_name(spec) == name
 
@@ -300,7 +347,14 @@ def test_bpe_spec_needs_a_size_of_at_least_256(spec):
         tokenizer_name(spec)
 
 
-@pytest.mark.parametrize("spec", ["char", "bpe:300", "p50k_base", "gpt2"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "char",
+        "bpe:300",
+        *(pytest.param(name, marks=pytest.mark.pretrained_encodings) for name in ("p50k_base", "gpt2")),
+    ],
+)
 def test_description_is_plain_data_that_rebuilds_an_identical_tokenizer(spec):
     tokenizer = get_tokenizer(spec, CORPUS)
     state = tokenizer.to_dict()
@@ -310,7 +364,11 @@ def test_description_is_plain_data_that_rebuilds_an_identical_tokenizer(spec):
     buffer.seek(0)
     rebuilt = tokenizer_from_dict(torch.load(buffer, weights_only=True)["tokenizer"])
     assert type(rebuilt) is type(tokenizer)
-    assert (rebuilt.name, rebuilt.vocab_size, rebuilt.eot_id) == (tokenizer.name, tokenizer.vocab_size, tokenizer.eot_id)
+    assert (rebuilt.name, rebuilt.vocab_size, rebuilt.eot_id) == (
+        tokenizer.name,
+        tokenizer.vocab_size,
+        tokenizer.eot_id,
+    )
     assert rebuilt.encode(CORPUS) == tokenizer.encode(CORPUS)
 
 
@@ -319,12 +377,15 @@ def test_char_and_bpe_accept_the_corpus_as_pieces():
     assert get_tokenizer("char", iter(pieces)).chars == get_tokenizer("char", CORPUS).chars
 
 
-@pytest.mark.parametrize("state, message", [
-    ({"kind": "morse", "name": "morse"}, "unknown tokenizer kind 'morse'"),
-    ({"kind": "char"}, "missing 'name'"),
-    ({"kind": "bpe", "name": "bpe:300"}, "missing 'ranks'"),
-    ({"kind": "tiktoken", "name": "p99k"}, "unknown tokenizer 'p99k'"),
-])
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"kind": "morse", "name": "morse"}, "unknown tokenizer kind 'morse'"),
+        ({"kind": "char"}, "missing 'name'"),
+        ({"kind": "bpe", "name": "bpe:300"}, "missing 'ranks'"),
+        ({"kind": "tiktoken", "name": "p99k"}, "unknown tokenizer 'p99k'"),
+    ],
+)
 def test_malformed_descriptions_are_refused(state, message):
     with pytest.raises(ValueError, match=message):
         tokenizer_from_dict(state)

@@ -1,16 +1,20 @@
 """Training: schedule, optimiser, trainer, checkpoints, resume, signals and the train command (chapter 8)."""
 
+import errno
 import json
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tinytransformer.cli import main
+from tinytransformer.cli import build_parser, main
 from tinytransformer.data import TokenData
 from tinytransformer.devices import NonFiniteError
 from tinytransformer.model import GPTConfig
@@ -19,10 +23,15 @@ from tinytransformer.train import (
     PRESETS,
     TrainConfig,
     Trainer,
+    _new_run_folder,
+    atomic_write,
     configure_optimizer,
+    json_safe,
     learning_rate,
     load_checkpoint,
     load_model,
+    lock_run_folder,
+    read_metrics,
     save_atomically,
 )
 
@@ -39,12 +48,16 @@ def data() -> TokenData:
 
 @pytest.fixture
 def model_config(data) -> GPTConfig:
-    return GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, dropout=0.1)
+    return GPTConfig(
+        vocab_size=data.tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, dropout=0.1
+    )
 
 
 @pytest.fixture
 def config() -> TrainConfig:
-    return TrainConfig(batch_size=4, max_steps=12, warmup_steps=3, eval_interval=4, eval_batches=2, sample_tokens=5, log_interval=2)
+    return TrainConfig(
+        batch_size=4, max_steps=12, warmup_steps=3, eval_interval=4, eval_batches=2, sample_tokens=5, log_interval=2
+    )
 
 
 @pytest.fixture
@@ -93,7 +106,9 @@ def test_impossible_training_hyperparameters_raise(overrides, message):
 
 def test_context_longer_than_the_data_is_refused(data):
     config = GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=512, d_model=16, n_layers=1, n_heads=2)
-    with pytest.raises(ValueError, match=r"validation split has \d+ tokens, fewer than one window of max_seq_len \+ 1 = 513"):
+    with pytest.raises(
+        ValueError, match=r"validation split has \d+ tokens, fewer than one window of max_seq_len \+ 1 = 513"
+    ):
         Trainer(config, TrainConfig(), data, progress=False)
 
 
@@ -103,7 +118,9 @@ def test_vocab_size_must_match_the_tokenizer(data):
 
 
 def test_training_lowers_the_validation_loss(data, model_config):
-    trainer = Trainer(model_config, TrainConfig(batch_size=8, max_steps=80, learning_rate=3e-3, warmup_steps=5), data, progress=False)
+    trainer = Trainer(
+        model_config, TrainConfig(batch_size=8, max_steps=80, learning_rate=3e-3, warmup_steps=5), data, progress=False
+    )
     before = trainer.evaluate()["val"]
     for _ in range(80):
         trainer.train_step()
@@ -113,7 +130,9 @@ def test_training_lowers_the_validation_loss(data, model_config):
 def test_gradient_accumulation_equals_one_large_batch(data, model_config):
     model_config = GPTConfig(**{**vars(model_config), "dropout": 0.0})
     big = Trainer(model_config, TrainConfig(batch_size=8, max_steps=3, grad_clip=0), data, progress=False)
-    small = Trainer(model_config, TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=3, grad_clip=0), data, progress=False)
+    small = Trainer(
+        model_config, TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=3, grad_clip=0), data, progress=False
+    )
     big_losses = [big.train_step().item() for _ in range(3)]
     small_losses = [small.train_step().item() for _ in range(3)]
     assert small_losses == pytest.approx(big_losses, abs=1e-5)
@@ -201,7 +220,11 @@ def test_debug_mode_names_module_step_and_micro_batch(data, model_config):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "not a readable checkpoint"), (b"PK\x03\x04truncated", "not a readable checkpoint"), (b"garbage" * 10, "not a readable checkpoint")],
+    [
+        (b"", "not a readable checkpoint"),
+        (b"PK\x03\x04truncated", "not a readable checkpoint"),
+        (b"garbage" * 10, "not a readable checkpoint"),
+    ],
     ids=["empty", "truncated", "garbage"],
 )
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
@@ -226,7 +249,9 @@ def test_presets_include_the_original_and_the_reference_configurations():
     assert PRESETS["seed"].model == dict(max_seq_len=128, d_model=256, n_layers=6, n_heads=4, fast_attention=True)
     assert PRESETS["seed"].tokenizer == "p50k_base" and PRESETS["seed"].train["optimizer"] == "adam"
     reference = PRESETS["shakespeare-char"]
-    assert reference.model["n_layers"] == 4 and reference.model["d_model"] == 128 and reference.train["batch_size"] == 12
+    assert (
+        reference.model["n_layers"] == 4 and reference.model["d_model"] == 128 and reference.train["batch_size"] == 12
+    )
     assert PRESETS["speedrun"].model == reference.model  # the speedrun changes the training, not the model
     for preset in PRESETS.values():  # every preset builds valid configurations
         GPTConfig(vocab_size=100, **preset.model)
@@ -238,9 +263,28 @@ def cli_train(*args: str) -> int:
 
 
 def test_cli_trains_and_resumes(tmp_path, corpus, capsys):
-    common = ["--data", str(corpus), "--tokenizer", "char", "--max-seq-len", "16", "--d-model", "32",
-              "--n-layers", "1", "--n-heads", "2", "--batch-size", "4", "--eval-interval", "3", "--eval-batches", "1",
-              "--sample-tokens", "4"]
+    common = [
+        "--data",
+        str(corpus),
+        "--tokenizer",
+        "char",
+        "--max-seq-len",
+        "16",
+        "--d-model",
+        "32",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-interval",
+        "3",
+        "--eval-batches",
+        "1",
+        "--sample-tokens",
+        "4",
+    ]
     assert cli_train(*common, "--max-steps", "3", "--out", str(tmp_path / "run")) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 3
@@ -249,12 +293,33 @@ def test_cli_trains_and_resumes(tmp_path, corpus, capsys):
 
 
 def test_new_run_never_overwrites_an_existing_checkpoint(tmp_path, corpus, capsys):
-    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-            "--max-steps", "1", "--eval-batches", "1", "--sample-tokens", "0", "--out", str(tmp_path)]
+    args = [
+        "--data",
+        str(corpus),
+        "--max-seq-len",
+        "16",
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--max-steps",
+        "1",
+        "--eval-batches",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli_train(*args) == 0
     before = (tmp_path / "checkpoint.pt").read_bytes()
     assert cli_train(*args) == 2
-    assert "already exists; continue it with --resume" in capsys.readouterr().err
+    assert (
+        "already holds checkpoint.pt and metrics.jsonl of another run; continue it with --resume"
+        in capsys.readouterr().err
+    )
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
@@ -267,6 +332,15 @@ def test_new_run_never_overwrites_an_existing_checkpoint(tmp_path, corpus, capsy
         (["--max-seq-len", "0"], "max_seq_len must be a positive integer, got 0"),
         (["--d-model", "30", "--n-heads", "4"], r"n_heads \(4\) must divide d_model \(30\)"),
         (["--max-seq-len", "4096"], "fewer than one window"),
+        (["--learning-rate", "inf"], "learning_rate must be a finite number, got inf"),
+        (["--weight-decay", "nan"], "weight_decay must be a finite number, got nan"),
+        (["--grad-clip", "nan"], "grad_clip must be a finite number, got nan"),
+        (["--epochs", "inf"], "epochs must be a finite number, got inf"),
+        (["--layer-norm-eps", "-1"], "layer_norm_eps must be a small positive number, got -1.0"),
+        (["--layer-norm-eps", "nan"], "layer_norm_eps must be a small positive number, got nan"),
+        (["--beta2", "1"], r"beta2 \(1.0\) must be in \[0, 1\)"),
+        (["--seed", str(2**70)], r"seed must be in \[0, 2\*\*63\)"),
+        (["--max-steps", "5", "--epochs", "1"], "--max-steps and --epochs both set the length of the run; drop one"),
     ],
 )
 def test_cli_bad_input_exits_2_with_a_message(corpus, tmp_path, capsys, args, message):
@@ -284,7 +358,9 @@ def test_cli_mps_where_absent_exits_2(corpus, capsys, monkeypatch):
 def test_cli_unwritable_out_dir_exits_2(corpus, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert cli_train("--data", str(corpus), "--out", str(blocker / "run"), "--max-steps", "1", "--max-seq-len", "16") == 2
+    assert (
+        cli_train("--data", str(corpus), "--out", str(blocker / "run"), "--max-steps", "1", "--max-seq-len", "16") == 2
+    )
     assert "is not writable" in capsys.readouterr().err
 
 
@@ -309,16 +385,249 @@ def test_train_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--data", "--tokenizer", "--preset", "--epochs", "--max-steps", "--out", "--device", "--mps",
-                 "--debug", "--resume", "--seed", "--d-model", "--learning-rate"):
+    for flag in (
+        "--data",
+        "--tokenizer",
+        "--preset",
+        "--epochs",
+        "--max-steps",
+        "--out",
+        "--device",
+        "--mps",
+        "--debug",
+        "--resume",
+        "--seed",
+        "--d-model",
+        "--learning-rate",
+    ):
         assert flag in text
 
 
 def test_progress_goes_to_stderr_and_only_the_result_to_stdout(tmp_path, corpus, capsys):
-    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-            "--max-steps", "2", "--eval-interval", "1", "--eval-batches", "1", "--sample-tokens", "3",
-            "--out", str(tmp_path / "run")]
+    args = [
+        "--data",
+        str(corpus),
+        "--max-seq-len",
+        "16",
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--max-steps",
+        "2",
+        "--eval-interval",
+        "1",
+        "--eval-batches",
+        "1",
+        "--sample-tokens",
+        "3",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert cli_train(*args) == 0
     captured = capsys.readouterr()
     assert [json.loads(line)["step"] for line in captured.out.splitlines()] == [2]  # one JSON result line
     assert "step 1 (epoch" in captured.err and "sample: " in captured.err
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_used(tmp_path, data, model_config, config):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer.fit()
+    logged = [(r["step"], r["lr"]) for r in read_metrics(tmp_path / "metrics.jsonl") if "lr" in r]
+    assert logged == [(step, learning_rate(step - 1, config, trainer.max_steps)) for step in range(1, 13)]
+    assert logged[0][1] == pytest.approx(config.learning_rate / 3)  # step 1 of 3 warm-up steps
+
+
+TINY = [
+    "--max-seq-len",
+    "16",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--eval-batches",
+    "1",
+    "--sample-tokens",
+    "0",
+]
+
+
+def print_config(capsys, *args: str) -> dict:
+    assert cli_train(*args, "--print-config") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_boolean_flags_read_as_flag_and_no_flag(corpus, capsys):
+    assert print_config(capsys, "--data", str(corpus), *TINY, "--no-bias")["model"]["bias"] is False
+    assert print_config(capsys, "--data", str(corpus), *TINY, "--bias")["model"]["bias"] is True
+    with pytest.raises(SystemExit) as exit_info:
+        cli_train("--data", str(corpus), "--bias", "yes")
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: yes" in capsys.readouterr().err
+
+
+def test_flags_take_the_type_of_their_field(corpus, capsys):
+    described = print_config(capsys, "--data", str(corpus), *TINY, "--d-ff", "48", "--epochs", "2")
+    assert described["model"]["d_ff"] == 48 and described["train"]["epochs"] == 2.0
+    with pytest.raises(SystemExit):
+        cli_train("--data", str(corpus), "--max-steps", "1e3")
+    assert "invalid int value: '1e3'" in capsys.readouterr().err
+
+
+def test_every_train_flag_has_a_description_its_type_and_the_preset_values(capsys):
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    for action in train._actions:
+        assert action.help and action.help.strip(), f"{action.option_strings} has no help"
+    text = train.format_help()
+    assert "--learning-rate FLOAT" in text and "--max-steps INT" in text and "--gelu-approximate STR" in text
+    assert "Peak learning rate, reached at the end of the warm-up (presets: default 0.002, seed 0.0001" in " ".join(
+        text.split()
+    )
+    assert "later wins: built-in defaults < --preset < the checkpoint of --resume < the flags you type" in " ".join(
+        text.split()
+    )
+
+
+def test_max_steps_typed_over_an_epochs_preset_trains_exactly_that_many_steps(tmp_path, corpus, capsys):
+    assert PRESETS["seed"].train["epochs"] == 3
+    args = ["--preset", "seed", "--tokenizer", "char", "--data", str(corpus), *TINY, "--n-layers", "1"]
+    assert cli_train(*args, "--max-steps", "4", "--out", str(tmp_path / "run")) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 4
+    capsys.readouterr()
+    assert print_config(capsys, *args, "--max-steps", "4")["steps"] == 4
+
+
+def test_epochs_typed_on_resume_extend_the_run(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--tokenizer", "char", *TINY, "--batch-size", "4"]
+    assert cli_train(*args, "--max-steps", "2", "--out", str(tmp_path / "run")) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    tokens_per_step = 4 * 16
+    steps_per_epoch = int(0.9 * len(corpus.read_text())) // tokens_per_step
+    assert cli_train("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--epochs", "1") == 0
+    assert state["step"] == 2 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == steps_per_epoch
+
+
+def test_the_printed_configuration_is_the_one_the_run_uses(tmp_path, corpus, capsys):
+    args = ["--preset", "shakespeare-char", "--data", str(corpus), *TINY, "--max-steps", "3", "--learning-rate", "5e-4"]
+    described = print_config(capsys, *args)
+    assert described["parameters"] > 0 and described["tokens_per_step"] == 12 * 16 and described["seconds_per_step"] > 0
+    assert cli_train(*args, "--out", str(tmp_path / "run")) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert described["model"] == state["model_config"] and described["train"] == state["train_config"]
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["model"] == described["model"] and written["train"] == described["train"]
+    assert described["train"]["learning_rate"] == 5e-4 and described["train"]["batch_size"] == 12
+
+
+def test_a_second_run_into_a_locked_run_folder_is_refused(tmp_path, corpus):
+    out = tmp_path / "run"
+    with lock_run_folder(out):  # this process is the first run; the second is another process
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tinytransformer",
+                "train",
+                "--no-progress",
+                "--data",
+                str(corpus),
+                *TINY,
+                "--max-steps",
+                "1",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"another run is using {out}" in second.stderr
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_default_run_folders_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261129-120000")
+    folders = [_new_run_folder("default") for _ in range(3)]
+    assert [f.as_posix() for f in folders] == [
+        "runs/default-20261129-120000",
+        "runs/default-20261129-120000-2",
+        "runs/default-20261129-120000-3",
+    ]
+
+
+def test_resume_into_another_runs_folder_is_refused(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--tokenizer", "char", *TINY]
+    assert cli_train(*args, "--max-steps", "2", "--out", str(tmp_path / "a")) == 0
+    assert cli_train(*args, "--max-steps", "3", "--out", str(tmp_path / "b")) == 0
+    before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    assert cli_train("--resume", str(tmp_path / "a" / "checkpoint.pt"), "--out", str(tmp_path / "b")) == 2
+    assert "already holds checkpoint.pt and metrics.jsonl of another run" in capsys.readouterr().err
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
+    assert (
+        cli_train("--resume", str(tmp_path / "a" / "checkpoint.pt"), "--out", str(tmp_path / "c"), "--max-steps", "4")
+        == 0
+    )  # an empty folder is fine
+    assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["step"] == 4
+
+
+def test_a_link_planted_at_a_temporary_name_is_not_followed(tmp_path, data, model_config, config):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt.tmp", ".checkpoint.pt.tmp", "loss.png.tmp.png", ".loss.png.tmp"):
+        (run / name).symlink_to(victim)
+    Trainer(model_config, config, data, out_dir=run, progress=False).fit(steps=4)
+    assert victim.read_text() == "precious"
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
+
+
+def fill_then_run_out_of_space(file) -> None:
+    file.write(b"half of it")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_says_so_and_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"the previous checkpoint")
+    with pytest.raises(ValueError, match=f"no space left in {tmp_path} while writing checkpoint.pt"):
+        atomic_write(path, fill_then_run_out_of_space)
+    assert path.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_full_disk_inside_torch_save_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    def torch_save_failing(state, file):
+        try:
+            fill_then_run_out_of_space(file)
+        except OSError as error:
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos") from error
+
+    monkeypatch.setattr(torch, "save", torch_save_failing)
+    with pytest.raises(ValueError, match="no space left in"):
+        save_atomically({"step": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torn_metrics_line_does_not_break_resume_and_later_records_are_dropped(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--tokenizer", "char", *TINY, "--eval-interval", "2", "--log-interval", "1"]
+    assert cli_train(*args, "--max-steps", "2", "--out", str(tmp_path / "run")) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as file:  # a killed run logged step 3 after the checkpoint, then tore a line
+        file.write(json.dumps({"step": 3, "loss": 1.0, "lr": 0.1, "tokens_per_s": 1.0}) + "\n" + '{"step": 4, "lo')
+    assert cli_train("--resume", str(tmp_path / "run" / "checkpoint.pt"), "--max-steps", "4") == 0
+    steps = [r["step"] for r in read_metrics(metrics) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+    assert all(json.loads(line) for line in metrics.read_text().splitlines())  # every line whole
+
+
+def test_nan_is_written_as_json_null():
+    assert json_safe({"loss": float("nan"), "lr": float("inf"), "step": 3}) == {"loss": None, "lr": None, "step": 3}
+    assert json.loads(json.dumps(json_safe({"val": float("nan")}))) == {"val": None}

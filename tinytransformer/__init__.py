@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/appendix-cli.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/appendix-cli.md
 """tinytransformer: the GPT-style decoder-only transformer built in *Transformer from Scratch*."""
 
 from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention

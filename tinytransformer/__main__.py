@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/appendix-cli.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/appendix-cli.md
 from tinytransformer.cli import main
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-# Generated from the book by `tinytransformer tangle`: edit book/01-attention.md, book/04-multi-head-attention.md, book/10-generation.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/01-attention.md
+#   book/04-multi-head-attention.md
+#   book/10-generation.md
 """Attention: scaled dot-product attention (chapter 1) and multi-head attention (chapter 4)."""
 
 import math
@@ -8,9 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Attend from each query to every key: ``softmax(q kᵀ / √d_k) v``.
 
     ```python
@@ -79,8 +80,9 @@ class MultiHeadAttention(nn.Module):
         ValueError: If ``n_heads`` does not divide ``d_model``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
-                 fast_attention: bool = False):
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fast_attention: bool = False
+    ):
         super().__init__()
         if n_heads < 1 or d_model % n_heads != 0:
             raise ValueError(f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})")
@@ -166,7 +168,7 @@ class KVCache:
             ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T, d_head)``: views
             of the cache, not copies.
         """
-        if self.k is None:  # reserve every position once, instead of growing (copying) at each step
+        if self.k is None or self.v is None:  # reserve every position once, instead of growing (copying) at each step
             batch_size, n_heads, _, d_head = k.shape
             self.k = k.new_empty(batch_size, n_heads, self.max_seq_len, d_head)
             self.v = v.new_empty(batch_size, n_heads, self.max_seq_len, d_head)

@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/12-fast.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/12-fast.md
 """`tinytransformer bench`: training and generation speed, FLOP/s, MFU and memory (chapter 12)."""
 
 import argparse
@@ -86,7 +87,7 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[
             trainer.training_model = torch.compile(trainer.model)
         time_steps(trainer, 3, VARIANTS[variant])  # warm-up: allocator, kernels, optimiser state (and compilation)
         trainers[variant] = trainer
-    timings = {variant: [] for variant in variants}
+    timings: dict[str, list[float]] = {variant: [] for variant in variants}
     for _ in range(repeats):
         for variant, trainer in trainers.items():
             timings[variant].append(time_steps(trainer, steps, VARIANTS[variant]))
@@ -125,7 +126,7 @@ def bench_generation(model_config: GPTConfig, new_tokens: int, repeats: int = 3,
     """
     torch.manual_seed(0)
     model = GPT(model_config).to(device).eval()
-    runs = {"with_cache": [], "without_cache": []}
+    runs: dict[str, list[float]] = {"with_cache": [], "without_cache": []}
     for _ in range(repeats):
         runs["with_cache"].append(tokens_per_second(model, new_tokens, use_cache=True))
         runs["without_cache"].append(tokens_per_second(model, new_tokens, use_cache=False))
@@ -205,7 +206,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
                         help=f"ways to run the step: {', '.join(VARIANTS)} (default: book sdpa)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat (default 20)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported (default 5)")
-    parser.add_argument("--generate", type=int, nargs="*", default=[50, 200, 500], help="new tokens to time (default 50 200 500)")
+    parser.add_argument("--generate", type=int, nargs="*", default=[50, 200, 500],
+                        help="new tokens to time (default 50 200 500)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.set_defaults(run=run_bench)

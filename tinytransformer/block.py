@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/05-block.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/05-block.md
 """The transformer block: attention and feed-forward sub-layers with residuals (chapter 5)."""
 
 from torch import Tensor, nn

@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/07-tokens.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/07-tokens.md
 """Corpora, the token cache on disk, and training batches (chapter 7)."""
 
 import argparse
@@ -19,9 +20,7 @@ import regex
 import torch
 from tqdm import tqdm
 
-from tinytransformer.tokenizer import (
-    DEFAULT_TOKENIZER, Tokenizer, get_tokenizer, tokenizer_from_dict, tokenizer_name,
-)
+from tinytransformer.tokenizer import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer, tokenizer_from_dict, tokenizer_name
 
 
 def default_cache_dir() -> Path:
@@ -98,12 +97,16 @@ def download(name: str, cache_dir: Path) -> Path:
                 file.write(block)
         actual = _sha256(Path(partial))
         if actual != spec.sha256:
-            raise ValueError(f"checksum mismatch for {name} from {spec.url}: expected sha256 {spec.sha256}, "
-                             f"got {actual}; nothing was kept. Try again later, or download it yourself and pass --data PATH")
+            raise ValueError(
+                f"checksum mismatch for {name} from {spec.url}: expected sha256 {spec.sha256}, "
+                f"got {actual}; nothing was kept. Try again later, or download it yourself and pass --data PATH"
+            )
         os.replace(partial, target)
     except (OSError, http.client.HTTPException) as error:  # URLError is an OSError; so are disk errors
-        raise ValueError(f"could not download {name} from {spec.url} ({error}); check the connection, "
-                         "or download the file yourself and pass --data PATH") from error
+        raise ValueError(
+            f"could not download {name} from {spec.url} ({error}); check the connection, "
+            "or download the file yourself and pass --data PATH"
+        ) from error
     finally:
         Path(partial).unlink(missing_ok=True)
     return target
@@ -135,8 +138,10 @@ def corpus_documents(data: str | None, cache_dir: Path | None = None) -> tuple[s
         if not files:
             raise ValueError(f"the folder {path} has no .txt or .md files; pass a folder of text files or a file")
         return str(path), files
-    raise FileNotFoundError(f"no file or folder {data!r}; pass a UTF-8 text file, a folder of .txt/.md files, "
-                            f"or a named corpus: book, {', '.join(DOWNLOADS)}")
+    raise FileNotFoundError(
+        f"no file or folder {data!r}; pass a UTF-8 text file, a folder of .txt/.md files, "
+        f"or a named corpus: book, {', '.join(DOWNLOADS)}"
+    )
 
 
 def _decode_utf8(path: Path, block_size: int, progress: tqdm | None = None) -> Iterator[str]:
@@ -282,12 +287,19 @@ def _build_cache(files: list[Path], tokenizer: str | Tokenizer, key: str, folder
     meta = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict(), "dtype": np.dtype(dtype).name, **counts}
     _write_atomically(folder / f"{key}.json", lambda file: file.write(json.dumps(meta).encode()))
     seconds = max(time.perf_counter() - start, 1e-6)
-    print(f"tokenized {size:,} bytes into {counts['n_tokens']:,} tokens ({tokenizer.name}) in {seconds:.2f} s "
-          f"({size / 1e6 / seconds:.1f} MB/s); cached in {folder}", file=sys.stderr)
+    print(
+        f"tokenized {size:,} bytes into {counts['n_tokens']:,} tokens ({tokenizer.name}) in {seconds:.2f} s "
+        f"({size / 1e6 / seconds:.1f} MB/s); cached in {folder}",
+        file=sys.stderr,
+    )
 
 
-def load_token_data(data: str | None = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
-                    val_fraction: float = 0.1, cache_dir: Path | None = None) -> TokenData:
+def load_token_data(
+    data: str | None = None,
+    tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
+    val_fraction: float = 0.1,
+    cache_dir: Path | None = None,
+) -> TokenData:
     """Tokenize a corpus once (cached on disk) and split it into training and validation tokens.
 
     Args:
@@ -321,13 +333,16 @@ def load_token_data(data: str | None = None, tokenizer: str | Tokenizer = DEFAUL
     tokens = np.memmap(folder / f"{key}.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
     n_val = int(len(tokens) * val_fraction)
     if n_val < 2 or len(tokens) - n_val < 2:
-        raise ValueError(f"the corpus {source} is only {len(tokens)} tokens long with {tokenizer.name}; "
-                         f"a {val_fraction:.0%} validation split needs at least 2 tokens on each side")
+        raise ValueError(
+            f"the corpus {source} is only {len(tokens)} tokens long with {tokenizer.name}; "
+            f"a {val_fraction:.0%} validation split needs at least 2 tokens on each side"
+        )
     return TokenData(tokens[:-n_val], tokens[-n_val:], tokenizer, source, meta["n_chars"])
 
 
-def get_batch(tokens: np.ndarray, batch_size: int, seq_len: int, generator: torch.Generator,
-              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    tokens: np.ndarray, batch_size: int, seq_len: int, generator: torch.Generator, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``seq_len + 1`` tokens, as inputs and next-token targets.
 
     Args:
@@ -344,8 +359,10 @@ def get_batch(tokens: np.ndarray, batch_size: int, seq_len: int, generator: torc
         ValueError: If ``tokens`` holds fewer than ``seq_len + 1`` tokens.
     """
     if len(tokens) < seq_len + 1:
-        raise ValueError(f"only {len(tokens):,} tokens, but one window needs seq_len + 1 = {seq_len + 1:,}; "
-                         "use a longer corpus or a shorter sequence length")
+        raise ValueError(
+            f"only {len(tokens):,} tokens, but one window needs seq_len + 1 = {seq_len + 1:,}; "
+            "use a longer corpus or a shorter sequence length"
+        )
     starts = torch.randint(len(tokens) - seq_len, (batch_size,), generator=generator)
     windows = np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)  # (N - T, T + 1), no copy
     batch = torch.from_numpy(windows[starts.numpy()].astype(np.int64))  # (B, T + 1): the only copies
@@ -365,12 +382,15 @@ def _tokenizer_argument(spec: str) -> str:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--data`` and ``--tokenizer`` to a command's parser (both default to ``None``)."""
     parser.add_argument(
-        "--data", metavar="PATH|NAME",
+        "--data",
+        metavar="PATH|NAME",
         help="the corpus: a UTF-8 text file, a folder of .txt/.md files, or a named corpus: book (this book, "
-             f"shipped with the package; the default) or {', '.join(DOWNLOADS)} (downloaded once)",
+        f"shipped with the package; the default) or {', '.join(DOWNLOADS)} (downloaded once)",
     )
     parser.add_argument(
-        "--tokenizer", metavar="SPEC", type=_tokenizer_argument,
+        "--tokenizer",
+        metavar="SPEC",
+        type=_tokenizer_argument,
         help=f"char, bpe (= {DEFAULT_TOKENIZER}), bpe:VOCAB_SIZE (char and bpe are trained on the corpus), or a "
-             "tiktoken encoding such as p50k_base or gpt2 (downloaded once; set TIKTOKEN_CACHE_DIR to use a cache)",
+        "tiktoken encoding such as p50k_base or gpt2 (downloaded once; set TIKTOKEN_CACHE_DIR to use a cache)",
     )

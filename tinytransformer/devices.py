@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/09-devices.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/09-devices.md
 """Devices, mixed precision and NaN hunting (chapter 9)."""
 
 import contextlib
@@ -68,7 +69,9 @@ class NonFiniteError(RuntimeError):
 
 def _check_finite(tensor: Tensor, where: str) -> None:
     if not torch.isfinite(tensor).all():
-        bad_rows = (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero().flatten().tolist() if tensor.ndim > 1 else []
+        bad_rows = (
+            (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero().flatten().tolist() if tensor.ndim > 1 else []
+        )
         kind = "NaN" if torch.isnan(tensor).any() else "infinity"
         raise NonFiniteError(f"{kind} in {where}" + (f" (batch rows {bad_rows})" if bad_rows else ""))
 
@@ -84,12 +87,16 @@ def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHa
     """
     handles = []
     for name, module in model.named_modules():
+
         def check_output(module: nn.Module, inputs: tuple, output, name: str = name or "model") -> None:
             if isinstance(output, Tensor) and output.is_floating_point():
                 _check_finite(output, f"the output of module {name}")
+
         handles.append(module.register_forward_hook(check_output))
     for name, parameter in model.named_parameters():
+
         def check_gradient(gradient: Tensor, name: str = name) -> None:
             _check_finite(gradient, f"the gradient of parameter {name}")
+
         handles.append(parameter.register_hook(check_gradient))
     return handles

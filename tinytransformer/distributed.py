@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/13-distributed.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/13-distributed.md
 """Data-parallel training under torchrun with DistributedDataParallel (chapter 13)."""
 
 import os

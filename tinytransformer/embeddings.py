@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/02-embeddings.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/02-embeddings.md
 """Token and learned positional embeddings (chapter 2)."""
 
 import torch

@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/03-feedforward.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/03-feedforward.md
 """The position-wise feed-forward network (chapter 3)."""
 
 from torch import Tensor, nn

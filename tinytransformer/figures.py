@@ -1,29 +1,34 @@
-# Generated from the book by `tinytransformer tangle`: edit book/appendix-figures.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/appendix-figures.md
 """The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
 
 import argparse
 import functools
 import io
 import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import matplotlib.style
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
-from tinytransformer.generation import top_k_filter, top_p_filter
+from tinytransformer.block import Block
 from tinytransformer.data import load_token_data
+from tinytransformer.generation import top_k_filter, top_p_filter
 from tinytransformer.model import GPT, GPTConfig, block_gradient_norms
 from tinytransformer.tokenizer import Tokenizer
 from tinytransformer.train import TrainConfig, Trainer
 
 FIGURES: dict[str, Callable[[], Figure]] = {}
 
-STYLE = {
+STYLE: dict[str, Any] = {
     "svg.hashsalt": "tinytransformer",  # fixed ids inside the SVG: the same bytes on every run
     "svg.fonttype": "path",  # text as outlines: the figure looks the same without our fonts
     "font.size": 10,
@@ -64,7 +69,7 @@ def render_figure(name: str) -> bytes:
     """
     if name not in FIGURES:
         raise ValueError(f"no figure named {name!r}; the figures are: {', '.join(sorted(FIGURES))}")
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.style.context(STYLE):
         buffer = io.BytesIO()
         FIGURES[name]().savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
@@ -272,7 +277,8 @@ def draw_loss_curves() -> Figure:
     ax = fig.subplots()
     ax.plot(steps, train, marker="o", label="training split")
     ax.plot(steps, val, marker="s", label="validation split")
-    ax.axhline(math.log(tokenizer.vocab_size), color="gray", linestyle=":", label=f"ln V = {math.log(tokenizer.vocab_size):.2f}")
+    ln_v = math.log(tokenizer.vocab_size)
+    ax.axhline(ln_v, color="gray", linestyle=":", label=f"ln V = {ln_v:.2f}")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats per character)")
     ax.set_title("2-layer char model trained on this book")
@@ -291,7 +297,7 @@ def draw_attention_heads() -> Figure:
         x = model.embeddings(token_ids)
         for block in model.blocks[:-1]:
             x = block(x, model.mask[:seq_len, :seq_len])
-        last = model.blocks[-1]
+        last = typing.cast(Block, model.blocks[-1])
         _, attn_weights = last.attn(last.attn_norm(x), model.mask[:seq_len, :seq_len])  # (1, H, T, T)
     fig = Figure(figsize=(10, 3), layout="constrained")
     labels = [c if c != " " else "␣" for c in text]

@@ -1,10 +1,11 @@
-# Generated from the book by `tinytransformer tangle`: edit book/10-generation.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/10-generation.md
 """Generating text: sampling, the generation loop with its KV cache, ``tinytransformer generate`` (chapter 10)."""
 
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -126,7 +127,7 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     eot_id: int | None = None,
     use_cache: bool = True,
-) -> Iterator[Tensor]:
+) -> Generator[Tensor, None, None]:
     """Generate tokens one step at a time, yielding each step's choice as soon as it is made.
 
     The model is in evaluation mode until the iteration ends, then back in its previous mode. When
@@ -263,7 +264,7 @@ def _write_samples(model: GPT, tokenizer: Tokenizer, prompt: str, prompt_ids: li
         for next_ids in steps:
             if next_ids.item() == tokenizer.eot_id:
                 break
-            new_ids.append(next_ids.item())
+            new_ids.append(int(next_ids.item()))
             text = tokenizer.decode(new_ids)
             if not text.endswith("\ufffd"):  # hold back half a character until its next token
                 out.write(text[len(shown) :])
@@ -364,23 +365,62 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
         "the speed goes to standard error.",
     )
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint.pt written by `tinytransformer train`")
-    model.add_argument("--gpt2", metavar="NAME|PATH",
-                       help="GPT-2 by Hugging Face hub name (gpt2, gpt2-medium, ...) or local directory; uses the gpt2 tokenizer")
-    parser.add_argument("--prompt", default="", metavar="TEXT", help="the text to continue; '-' reads prompts from standard input, "
-                        "one per line; empty (the default) starts from the end-of-text token")
-    parser.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="most tokens per sample (default: 200)")
-    parser.add_argument("--temperature", type=float, default=0.8, metavar="T",
-                        help="below 1 sharpens the distribution, above 1 flattens it; 0 means --greedy (default: 0.8)")
+    model.add_argument("--checkpoint", type=Path, metavar="PATH",
+                       help="a checkpoint.pt written by `tinytransformer train`")
+    model.add_argument(
+        "--gpt2",
+        metavar="NAME|PATH",
+        help="GPT-2 by Hugging Face hub name (gpt2, gpt2-medium, ...) or local directory; uses the gpt2 tokenizer",
+    )
+    parser.add_argument(
+        "--prompt",
+        default="",
+        metavar="TEXT",
+        help="the text to continue; '-' reads prompts from standard input, "
+        "one per line; empty (the default) starts from the end-of-text token",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=200, metavar="N", help="most tokens per sample (default: 200)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        metavar="T",
+        help="below 1 sharpens the distribution, above 1 flattens it; 0 means --greedy (default: 0.8)",
+    )
     parser.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely tokens")
-    parser.add_argument("--top-p", type=float, metavar="P",
-                        help="sample only among the most likely tokens whose probabilities reach P together (0 < P <= 1)")
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="sample only among the most likely tokens whose probabilities reach P together (0 < P <= 1)",
+    )
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token: no randomness")
-    parser.add_argument("--seed", type=int, metavar="N", help="random seed: the same seed and options give the same text")
-    parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="samples per prompt, generated as one batch (default: 1)")
-    parser.add_argument("--stream", action=argparse.BooleanOptionalAction,
-                        help="print tokens as they come (default: when standard output is a terminal; one sample only)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="recompute the whole context for every token instead of using the KV cache (slower)")
-    parser.add_argument("--device", default="auto", metavar="NAME", help="auto (CUDA if available, else CPU), cpu, cuda or mps (default: auto)")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help="random seed: the same seed and options give the same text"
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="samples per prompt, generated as one batch (default: 1)",
+    )
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        help="print tokens as they come (default: when standard output is a terminal; one sample only)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute the whole context for every token instead of using the KV cache (slower)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="NAME",
+        help="auto (CUDA if available, else CPU), cpu, cuda or mps (default: auto)",
+    )
     parser.set_defaults(run=run_generate)

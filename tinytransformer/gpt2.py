@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/11-gpt2.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/11-gpt2.md
 """Load Hugging Face GPT-2 checkpoints into our GPT (chapter 11).
 
 Nothing here imports ``transformers``: a checkpoint directory is read with ``safetensors`` (or
@@ -77,7 +78,7 @@ def checkpoint_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         layout of the checkpoint (``Conv1D`` weights are ``(in, out)``).
     """
     d, d_ff = config.d_model, config.d_ff
-    shapes = {"wte.weight": (config.vocab_size, d), "wpe.weight": (config.max_seq_len, d)}
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (config.vocab_size, d), "wpe.weight": (config.max_seq_len, d)}
     for i in range(config.n_layers):
         for norm in ("ln_1", "ln_2"):
             shapes |= {f"h.{i}.{norm}.weight": (d,), f"h.{i}.{norm}.bias": (d,)}
@@ -182,8 +183,9 @@ def read_weights(directory: Path) -> dict[str, Tensor]:
             from safetensors import SafetensorError
             from safetensors.torch import load_file
         except ImportError as error:
-            raise ValueError('reading model.safetensors needs safetensors: pip install "tinytransformer[gpt2]"') from error
-        state = {}
+            message = 'reading model.safetensors needs safetensors: pip install "tinytransformer[gpt2]"'
+            raise ValueError(message) from error
+        state: dict[str, Tensor] = {}
         for shard in shards:
             try:
                 state |= load_file(directory / shard)
@@ -241,13 +243,17 @@ def download_gpt2(name: str) -> Path:
             the message says how to download once and load from a local directory.
     """
     local_dir = name.split("/")[-1]
-    how_to = (f"download it once where there is network, e.g. `hf download {name} config.json model.safetensors "
-              f"--local-dir {local_dir}` (from huggingface_hub), then pass that directory: load_gpt2({local_dir!r})")
+    how_to = (
+        f"download it once where there is network, e.g. `hf download {name} config.json model.safetensors "
+        f"--local-dir {local_dir}` (from huggingface_hub), then pass that directory: load_gpt2({local_dir!r})"
+    )
     try:
         from huggingface_hub import snapshot_download
     except ImportError as error:
-        raise ValueError(f"{name!r} is not a local directory, and downloading it needs huggingface_hub "
-                         f'(pip install "tinytransformer[gpt2]"); or {how_to}') from error
+        raise ValueError(
+            f"{name!r} is not a local directory, and downloading it needs huggingface_hub "
+            f'(pip install "tinytransformer[gpt2]"); or {how_to}'
+        ) from error
     patterns = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))

@@ -1,8 +1,10 @@
-# Generated from the book by `tinytransformer tangle`: edit book/06-model.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/06-model.md
 """The complete GPT model: configuration, initialisation, parameter count, generation (chapter 6)."""
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +24,7 @@ class GPTConfig:
         d_model: Width of the residual stream.
         n_layers: Number of blocks.
         n_heads: Attention heads per block; must divide ``d_model``.
-        d_ff: Hidden width of the feed-forward networks; ``None`` means ``4 * d_model``.
+        d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 * d_model``.
         dropout: Dropout probability (embeddings, attention output, feed-forward output).
         bias: Whether linear layers and LayerNorms have biases (GPT-2: yes).
         tie_weights: Share the token embedding matrix with the output projection (GPT-2: yes).
@@ -43,7 +45,7 @@ class GPTConfig:
     d_model: int = 768
     n_layers: int = 12
     n_heads: int = 12
-    d_ff: int | None = None
+    d_ff: int = 0
     dropout: float = 0.0
     bias: bool = True
     tie_weights: bool = True
@@ -53,7 +55,7 @@ class GPTConfig:
     gelu_approximate: str = "tanh"
 
     def __post_init__(self):
-        if self.d_ff is None:
+        if not self.d_ff:
             self.d_ff = 4 * self.d_model
         for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff"):
             value = getattr(self, name)
@@ -63,6 +65,8 @@ class GPTConfig:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 < self.layer_norm_eps < float("inf"):
+            raise ValueError(f"layer_norm_eps must be a small positive number, got {self.layer_norm_eps!r}")
         if self.gelu_approximate not in ("tanh", "none"):
             raise ValueError(f"gelu_approximate must be 'tanh' (GPT-2) or 'none' (exact GELU), "
                              f"got {self.gelu_approximate!r}")
@@ -79,6 +83,8 @@ class GPT(nn.Module):
     Args:
         config: The architecture; see [`GPTConfig`][tinytransformer.model.GPTConfig].
     """
+
+    mask: Tensor  # the causal mask, (max_seq_len, max_seq_len): a buffer, saved with the model but not trained
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -121,10 +127,10 @@ class GPT(nn.Module):
         end_pos = start_pos + token_ids.shape[1]
         # (T, T_k): new positions see every earlier one; a single new token sees all, so needs no mask (chapter 10)
         mask = None if token_ids.shape[1] == 1 else self.mask[start_pos:end_pos, :end_pos]
-        for block, kv_cache in zip(self.blocks, kv_caches or [None] * len(self.blocks)):
+        caches: list[KVCache | None] = list(kv_caches) if kv_caches is not None else [None] * len(self.blocks)
+        for block, kv_cache in zip(self.blocks, caches):
             x = block(x, mask, kv_cache)  # (B, T, d_model)
         return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
-
 
     def init_weights(self) -> None:
         """GPT-2 initialisation: N(0, 0.02²) weights, zero biases, residual projections / √(2·n_layers)."""
@@ -138,7 +144,6 @@ class GPT(nn.Module):
                 nn.init.zeros_(parameter)
             else:  # embeddings and the other linear weights
                 nn.init.normal_(parameter, mean=0.0, std=0.02)
-
 
     @torch.no_grad()
     def generate(
@@ -190,7 +195,6 @@ class GPT(nn.Module):
         )
         return torch.cat([token_ids, *new_tokens], dim=1)  # (B, T + n)
 
-
     def num_parameters(self) -> int:
         """Number of trainable parameters, counting tied weights once."""
         return sum(parameter.numel() for parameter in self.parameters())
@@ -215,7 +219,7 @@ def count_parameters(config: GPTConfig) -> int:
     return embeddings + config.n_layers * (attention + feed_forward + layer_norms) + final_norm + lm_head
 
 
-GPT2_SIZES = {
+GPT2_SIZES: dict[str, dict[str, Any]] = {
     "small": dict(n_layers=12, n_heads=12, d_model=768),
     "medium": dict(n_layers=24, n_heads=16, d_model=1024),
     "large": dict(n_layers=36, n_heads=20, d_model=1280),
@@ -261,4 +265,5 @@ def block_gradient_norms(config: GPTConfig, batch_size: int = 8, seed: int = 0) 
                            generator=torch.Generator().manual_seed(seed))
     logits = model(tokens[:, :-1])  # (B, T, V)
     nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
-    return torch.stack([block.mlp.fc_in.weight.grad.norm() for block in model.blocks])
+    weights = [model.get_parameter(f"blocks.{i}.mlp.fc_in.weight") for i in range(config.n_layers)]
+    return torch.stack([weight.grad.norm() for weight in weights if weight.grad is not None])

@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/appendix-literate.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/appendix-literate.md
 """Build the package from the book: collect titled code blocks and write them to their files."""
 
 import difflib
@@ -10,7 +11,7 @@ from markdown_it import MarkdownIt
 PACKAGE = "tinytransformer"
 TITLE = re.compile(r'title="(' + PACKAGE + r'/[\w/]+\.py)"')
 MARK = "# Generated from the book by `tinytransformer tangle`"
-HEADER = MARK + ": edit {sources}, not this file.\n"
+HEADER = MARK + "; edit these chapters, not this file:\n"
 
 
 def collect_blocks(book_dir: Path) -> dict[str, list[tuple[str, str]]]:
@@ -43,9 +44,14 @@ def render(blocks: list[tuple[str, str]]) -> str:
     Returns:
         The file's full text.
     """
-    sources = ", ".join(dict.fromkeys(source for source, _ in blocks))
-    body = "\n\n\n".join(code.strip("\n") for _, code in blocks)
-    return HEADER.format(sources=sources) + body + "\n"
+    sources = "".join(f"#   {source}\n" for source in dict.fromkeys(source for source, _ in blocks))
+    body = ""
+    for _, code in blocks:
+        code = code.strip("\n")
+        if body:  # two blank lines between top-level definitions, one before more methods of a class
+            body += "\n\n" if code[:1].isspace() else "\n\n\n"
+        body += code
+    return HEADER + sources + body + "\n"
 
 
 def tangle(root: Path, check: bool = False) -> list[str]:

@@ -1,4 +1,5 @@
-# Generated from the book by `tinytransformer tangle`: edit book/07-tokens.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/07-tokens.md
 """Tokenizers: characters, byte-level BPE trained from scratch, and tiktoken's encodings (chapter 7)."""
 
 import base64
@@ -47,7 +48,7 @@ class CharTokenizer:
     """
 
     name = "char"
-    eot_id = None
+    eot_id: int | None = None
 
     def __init__(self, chars: str):
         self.chars = "".join(sorted(set(chars)))
@@ -165,7 +166,8 @@ def train_bpe(text: str | Iterable[str], vocab_size: int, pattern: str = GPT2_PA
     chunk_counts = count_chunks(text, pattern)
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # each distinct chunk as byte ids
     freqs = list(chunk_counts.values())
-    pair_counts, where = Counter(), defaultdict(set)  # pair -> count, pair -> indices of words with it
+    pair_counts: Counter[tuple[int, int]] = Counter()  # pair -> count
+    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of the words that hold it
     for i, word in enumerate(words):
         for pair in zip(word, word[1:]):
             pair_counts[pair] += freqs[i]
@@ -296,7 +298,8 @@ def load_encoding(name: str) -> tiktoken.Encoding:
 
 def _unknown_tokenizer(spec: str) -> str:
     encodings = ", ".join(tiktoken.list_encoding_names())
-    return f"unknown tokenizer {spec!r}; choose char, bpe, bpe:VOCAB_SIZE (e.g. bpe:4096), or a tiktoken encoding: {encodings}"
+    return (f"unknown tokenizer {spec!r}; choose char, bpe, bpe:VOCAB_SIZE (e.g. bpe:4096), "
+            f"or a tiktoken encoding: {encodings}")
 
 
 DEFAULT_BPE_VOCAB_SIZE = 1024
@@ -342,7 +345,7 @@ def get_tokenizer(spec: str, text: str | Iterable[str] | None = None) -> Tokeniz
     if text is None:
         raise ValueError(f"the {name} tokenizer is built from a corpus: pass its text")
     if name == "char":
-        chars = set()
+        chars: set[str] = set()
         for piece in [text] if isinstance(text, str) else text:
             chars.update(piece)
         return CharTokenizer("".join(chars))

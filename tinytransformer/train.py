@@ -1,20 +1,30 @@
-# Generated from the book by `tinytransformer tangle`: edit book/08-training.md, not this file.
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/08-training.md
 """Training: loss, AdamW, the learning-rate schedule, the loop, checkpoints, `tinytransformer train` (chapter 8)."""
 
 import argparse
 import contextlib
+import errno
+import inspect
 import json
 import math
 import os
+import re
 import signal
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -31,8 +41,8 @@ class TrainConfig:
 
     Attributes:
         batch_size: Sequences per micro-batch, ``B``.
-        max_steps: Optimiser steps to train for (``epochs``, when set, decides it instead).
-        epochs: Passes over the training tokens; converted to steps from the corpus size.
+        max_steps: Optimiser steps to train for (unless ``epochs`` is set).
+        epochs: Passes over the training tokens, converted to steps from the corpus size; replaces ``max_steps``.
         learning_rate: Peak learning rate, reached at the end of the warm-up.
         min_learning_rate: Learning rate at the end of the cosine decay.
         warmup_steps: Steps of linear warm-up.
@@ -68,6 +78,9 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self):
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         for name in ("batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_batches", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -80,6 +93,10 @@ class TrainConfig:
             raise ValueError(
                 f"need 0 < min_learning_rate ({self.min_learning_rate}) <= learning_rate ({self.learning_rate})"
             )
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 ({self.beta1}) and beta2 ({self.beta2}) must be in [0, 1)")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
 
@@ -144,7 +161,8 @@ class Trainer:
                  device: torch.device | str = "cpu", debug: bool = False, progress: bool = True,
                  distributed: Distributed | None = None):
         if model_config.vocab_size != data.tokenizer.vocab_size:
-            raise ValueError(f"vocab_size ({model_config.vocab_size}) must equal the tokenizer's ({data.tokenizer.vocab_size})")
+            raise ValueError(f"vocab_size ({model_config.vocab_size}) must equal the tokenizer's "
+                             f"({data.tokenizer.vocab_size})")
         for split, tokens in (("training", data.train), ("validation", data.val)):
             if len(tokens) < model_config.max_seq_len + 1:
                 raise ValueError(
@@ -156,16 +174,18 @@ class Trainer:
         self.device, self.debug = torch.device(device), debug
         self.progress = progress and self.distributed.is_main
         self.out_dir = prepare_out_dir(out_dir) if out_dir is not None and self.distributed.is_main else None
-        self.tokens_per_step = (config.batch_size * self.distributed.world_size * model_config.max_seq_len
-                                * config.grad_accum_steps)  # the whole job's
+        self.tokens_per_step = (
+            config.batch_size * self.distributed.world_size * model_config.max_seq_len * config.grad_accum_steps
+        )  # the whole job's
         self.steps_per_epoch = max(1, len(data.train) // self.tokens_per_step)
         self.max_steps = math.ceil(config.epochs * self.steps_per_epoch) if config.epochs else config.max_steps
         torch.manual_seed(config.seed)
         self.model = GPT(model_config).to(self.device)
-        self.training_model = self.model  # what the step runs: the model, or DDP around it
+        self.ddp: DistributedDataParallel | None = None  # the model wrapped for a torchrun job (chapter 13)
         if self.distributed.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.training_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.training_model: Callable[[Tensor], Tensor] = self.ddp or self.model  # what the step runs
         self.optimizer = configure_optimizer(self.model, config, self.device)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -173,7 +193,6 @@ class Trainer:
         self.stop_signal: int | None = None
         if debug:
             watch_for_non_finite(self.model)
-
 
     def train_step(self) -> torch.Tensor:
         """Take one optimiser step (``grad_accum_steps`` micro-batches).
@@ -190,11 +209,18 @@ class Trainer:
         step_loss = torch.zeros((), device=self.device)
         rank, world_size = self.distributed.rank, self.distributed.world_size
         for micro_batch in range(config.grad_accum_steps):
-            x, y = get_batch(self.data.train, config.batch_size * world_size, self.model_config.max_seq_len,
-                             self.batch_generator, self.device)  # the global batch, (N·B, T) each
-            x, y = (t[rank * config.batch_size:(rank + 1) * config.batch_size] for t in (x, y))  # this rank's (B, T)
+            x, y = get_batch(
+                self.data.train,
+                config.batch_size * world_size,
+                self.model_config.max_seq_len,
+                self.batch_generator,
+                self.device,
+            )  # the global batch, (N·B, T) each
+            x, y = (t[rank * config.batch_size : (rank + 1) * config.batch_size] for t in (x, y))  # this rank's (B, T)
             last = micro_batch == config.grad_accum_steps - 1
-            no_sync = self.training_model.no_sync() if self.distributed.enabled and not last else contextlib.nullcontext()
+            no_sync = (
+                self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
+            )
             try:
                 with no_sync, autocast(self.device):
                     logits = self.training_model(x)  # (B, T, V)
@@ -211,7 +237,6 @@ class Trainer:
             synchronize(self.device)
         self.step += 1
         return step_loss
-
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -240,9 +265,10 @@ class Trainer:
         """
         prompt = torch.tensor([self.data.val[:prompt_tokens].tolist()], device=self.device)  # (1, T)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
-        tokens = self.model.generate(prompt, max(1, self.config.sample_tokens), temperature=temperature, generator=generator)
+        tokens = self.model.generate(
+            prompt, max(1, self.config.sample_tokens), temperature=temperature, generator=generator
+        )
         return self.data.tokenizer.decode(tokens[0].tolist())
-
 
     def state_dict(self) -> dict:
         """Everything needed to resume: weights, optimiser, step, losses, configs, tokenizer, RNG states."""
@@ -269,11 +295,16 @@ class Trainer:
         self.batch_generator.set_state(state["rng"]["batches"])
 
     def save_checkpoint(self) -> Path:
-        """Write ``out_dir/checkpoint.pt`` atomically; returns its path."""
+        """Write ``out_dir/checkpoint.pt`` atomically; returns its path.
+
+        Raises:
+            ValueError: If the trainer was made without an ``out_dir``.
+        """
+        if self.out_dir is None:
+            raise ValueError("this Trainer has no out_dir to save a checkpoint in; pass out_dir=FOLDER")
         path = self.out_dir / "checkpoint.pt"
         save_atomically(self.state_dict(), path)
         return path
-
 
     def fit(self, steps: int | None = None) -> dict[str, float]:
         """Train until ``max_steps`` (or for ``steps`` more), evaluating and checkpointing on the way.
@@ -286,11 +317,14 @@ class Trainer:
         """
         end = self.max_steps if steps is None else min(self.max_steps, self.step + steps)
         handlers = self._catch_stop_signals()
-        bar = tqdm(total=end, initial=self.step, file=sys.stderr, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=end, initial=self.step, file=sys.stderr, disable=not self.progress, unit="step", dynamic_ncols=True
+        )
         pending, started, stop = [], time.perf_counter(), 0
         try:
             while self.step < end and not stop:
-                pending.append((self.step, self.optimizer.param_groups[0]["lr"], self.train_step()))
+                loss = self.train_step()  # sets this step's learning rate, then takes the step
+                pending.append((self.step - 1, self.optimizer.param_groups[0]["lr"], loss))
                 end_of_epoch = self.config.epochs is not None and self.step % self.steps_per_epoch == 0
                 at_checkpoint = self.step % self.config.eval_interval == 0 or end_of_epoch or self.step == end
                 at_log = self.step % self.config.log_interval == 0 or at_checkpoint
@@ -306,14 +340,16 @@ class Trainer:
             if stop and self.out_dir is not None:
                 self._log_steps(pending, float("nan"), bar)
                 path = self.save_checkpoint()
-                print(f"stopped by signal {self.stop_signal} at step {self.step}; saved {path}; "
-                      f"continue with --resume {path}", file=sys.stderr)
+                print(
+                    f"stopped by signal {self.stop_signal} at step {self.step}; saved {path}; "
+                    f"continue with --resume {path}",
+                    file=sys.stderr,
+                )
         finally:
             bar.close()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         return dict(self.losses)
-
 
     def _catch_stop_signals(self) -> dict:
         """Make SIGINT/SIGTERM request a clean stop; returns the previous handlers to restore."""
@@ -333,24 +369,33 @@ class Trainer:
             average = self.losses["average"]
             self.losses["average"] = loss if math.isnan(average) else 0.95 * average + 0.05 * loss
         bar.update(len(pending))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", avg=f"{self.losses['average']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-        records = [{"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_second}
-                   for (step, lr, _), loss in zip(pending, losses)]
+        bar.set_postfix(
+            loss=f"{losses[-1]:.3f}", avg=f"{self.losses['average']:.3f}", tok_s=f"{tokens_per_second:,.0f}"
+        )
+        records = [
+            {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_second}
+            for (step, lr, _), loss in zip(pending, losses)
+        ]
         self._append_metrics(records)
 
     def _append_metrics(self, records: list[dict]) -> None:
         if self.out_dir is not None:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
-                file.writelines(json.dumps(record) + "\n" for record in records)
+                file.writelines(json.dumps(json_safe(record)) + "\n" for record in records)
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         losses = self.evaluate()
         self.losses.update(losses)
         epoch = self.step / self.steps_per_epoch
-        self._append_metrics([{"step": self.step, "epoch": epoch, "train_loss": losses["train"], "val_loss": losses["val"]}])
+        self._append_metrics(
+            [{"step": self.step, "epoch": epoch, "train_loss": losses["train"], "val_loss": losses["val"]}]
+        )
         if self.distributed.is_main:
-            bar.write(f"step {self.step} (epoch {epoch:.2f}): train loss {losses['train']:.4f}, "
-                      f"val loss {losses['val']:.4f}, val perplexity {math.exp(losses['val']):.2f}", file=sys.stderr)
+            bar.write(
+                f"step {self.step} (epoch {epoch:.2f}): train loss {losses['train']:.4f}, "
+                f"val loss {losses['val']:.4f}, val perplexity {math.exp(losses['val']):.2f}",
+                file=sys.stderr,
+            )
             if self.config.sample_tokens > 0:
                 bar.write("sample: " + repr(self.sample()), file=sys.stderr)
         if self.out_dir is not None:
@@ -358,14 +403,45 @@ class Trainer:
             plot_losses(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
 
 
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file so that ``path`` always holds either its old content or the complete new one.
+
+    Args:
+        path: The file to write.
+        write: Fills the open (binary) temporary file, e.g. ``lambda file: torch.save(state, file)``.
+
+    Raises:
+        ValueError: If the disk is full; nothing is left behind and ``path`` is unchanged.
+    """
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if _disk_full(error):
+            raise ValueError(
+                f"no space left in {path.parent} while writing {path.name}; free some space "
+                "(the previous version of the file is intact)"
+            ) from None
+        raise
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from, is "no space left on device"."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def save_atomically(state: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    """``torch.save`` through [`atomic_write`][tinytransformer.train.atomic_write]."""
+    atomic_write(path, lambda file: torch.save(state, file))
 
 
 CHECKPOINT_KEYS = ("format", "model_config", "train_config", "tokenizer", "model", "optimizer", "step", "rng")
@@ -429,12 +505,40 @@ def prepare_out_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=out_dir).close()  # a probe with a unique name, removed on closing
     except OSError as error:
-        raise ValueError(f"output folder {out_dir} is not writable ({error.strerror}); choose another with --out") from None
+        raise ValueError(
+            f"output folder {out_dir} is not writable ({error.strerror}); choose another with --out"
+        ) from None
     return out_dir
+
+
+def json_safe(record: dict) -> dict:
+    """The record with NaN and infinite floats replaced by ``None`` (JSON's ``null``; JSON has no NaN)."""
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
+    }
+
+
+def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict]:
+    """The records of a ``metrics.jsonl``, skipping a line torn by a crash in the middle of a write.
+
+    Args:
+        path: The file.
+        up_to_step: Keep only records of this step or earlier (those a checkpoint of that step has seen).
+
+    Returns:
+        The records, in the order they were written.
+    """
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn by a crash, or by a full disk
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return [r for r in records if up_to_step is None or r["step"] <= up_to_step]
 
 
 def plot_losses(metrics_path: Path, image_path: Path) -> None:
@@ -444,7 +548,7 @@ def plot_losses(metrics_path: Path, image_path: Path) -> None:
     matplotlib.use("Agg")  # draw to files, never to a window
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines()]
+    records = read_metrics(metrics_path)
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -454,10 +558,8 @@ def plot_losses(metrics_path: Path, image_path: Path) -> None:
     axes.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Training progress")
     axes.legend()
     figure.tight_layout()
-    temporary = image_path.with_name(image_path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
+    atomic_write(image_path, lambda file: figure.savefig(file, format="png", dpi=100))
     plt.close(figure)
-    os.replace(temporary, image_path)
 
 
 @dataclass(frozen=True)
@@ -469,8 +571,16 @@ class Preset:
     train: dict = field(default_factory=dict)
 
 
-NANOGPT_CHAR_MODEL = dict(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0, bias=False,
-                          fast_attention=True, gelu_approximate="none")
+NANOGPT_CHAR_MODEL = dict(
+    max_seq_len=64,
+    d_model=128,
+    n_layers=4,
+    n_heads=4,
+    dropout=0.0,
+    bias=False,
+    fast_attention=True,
+    gelu_approximate="none",
+)
 """nanoGPT's character-level model for tiny Shakespeare on a CPU (``vocab_size`` comes from the tokenizer)."""
 
 PRESETS = {
@@ -506,88 +616,285 @@ MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
 TRAIN_FLAGS = list(fields(TrainConfig))
 
 
+def field_descriptions(config_class: type) -> dict[str, str]:
+    """Each field's description, read from the ``Attributes:`` section of the class's docstring."""
+    attributes = (inspect.getdoc(config_class) or "").split("Attributes:\n", 1)[-1].split("\n\n", 1)[0]
+    descriptions: dict[str, str] = {}
+    name = ""
+    for line in attributes.splitlines():
+        match = re.fullmatch(r" {4}(\w+): (.*)", line)
+        if match:
+            name, descriptions[name] = match.groups()
+        elif name:  # a continuation line of the field above
+            descriptions[name] += " " + line.strip()
+    return {name: text.replace("``", "") for name, text in descriptions.items()}
+
+
+def _flag_type(config_class: type, name: str) -> type:
+    """The field's annotation, without ``| None``: ``int``, ``float``, ``str`` or ``bool``."""
+    annotation = typing.get_type_hints(config_class)[name]
+    return (
+        next(t for t in typing.get_args(annotation) if t is not type(None))
+        if typing.get_args(annotation)
+        else annotation
+    )
+
+
+def _preset_values(flag: Field, part: str) -> str:
+    """``presets: default 0.002, seed 0.0001, …`` — the field's value in each preset."""
+
+    def show(value) -> str:
+        return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value).lower()
+
+    values = {name: show(getattr(preset, part).get(flag.name, flag.default)) for name, preset in PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return f"every preset: {values['default']}"
+    return "presets: " + ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def _add_config_flags(group: argparse._ArgumentGroup, config_class: type, flags: list[Field], part: str) -> None:
+    descriptions = field_descriptions(config_class)
+    for flag in flags:
+        kind = _flag_type(config_class, flag.name)
+        help_text = f"{descriptions[flag.name].rstrip('.')} ({_preset_values(flag, part)})".replace("%", "%%")
+        name = "--" + flag.name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(name, type=kind, metavar=kind.__name__.upper(), help=help_text)
+
+
+PRECEDENCE = (
+    "Values are decided in this order, later wins: built-in defaults < --preset < the checkpoint of "
+    "--resume < the flags you type. --max-steps replaces a preset's --epochs, and the other way round."
+)
+
+
 def add_train_command(commands: argparse._SubParsersAction) -> None:
     """Register ``tinytransformer train``."""
     parser = commands.add_parser(
-        "train", help="train a model on a corpus",
-        description="Train a GPT on the embedded corpus (this book), a named corpus, or your own text. "
-                    "Every architecture and training field can override the preset.",
+        "train",
+        help="train a model on a corpus",
+        description="Train a GPT on the embedded corpus (this book), a named corpus, or your own text. " + PRECEDENCE,
     )
     add_data_arguments(parser)
-    parser.add_argument("--preset", default="default", help=f"starting configuration: {', '.join(PRESETS)} (default: default)")
-    parser.add_argument("--out", type=Path, help="run folder for checkpoint.pt, metrics.jsonl and loss.png "
-                        "(default: runs/PRESET-TIME; with --resume, the checkpoint's folder)")
+    parser.add_argument(
+        "--preset", default="default", help=f"starting configuration: {', '.join(PRESETS)} (default: default)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folder for checkpoint.pt, metrics.jsonl and loss.png "
+        "(default: runs/PRESET-TIME; with --resume, the checkpoint's folder)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or mps")
-    parser.add_argument("--mps", action="store_true", help="train on the Apple GPU (same as --device mps; see chapter 9)")
-    parser.add_argument("--debug", action="store_true", help="synchronise every step and stop at the first NaN/Inf, naming the module")
+    parser.add_argument(
+        "--mps", action="store_true", help="train on the Apple GPU (same as --device mps; see chapter 9)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="synchronise every step and stop at the first NaN/Inf, naming the module"
+    )
     parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue training from this checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    architecture = parser.add_argument_group("architecture (overrides the preset; see GPTConfig)")
-    for flag in MODEL_FLAGS:
-        architecture.add_argument("--" + flag.name.replace("_", "-"), type=_flag_type(flag), metavar="VALUE")
-    training = parser.add_argument_group("training (overrides the preset; see TrainConfig)")
-    for flag in TRAIN_FLAGS:
-        training.add_argument("--" + flag.name.replace("_", "-"), type=_flag_type(flag), metavar="VALUE")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration, parameters, tokens per step, steps and the time of "
+        "one step on this machine as JSON, then exit without training",
+    )
+    _add_config_flags(parser.add_argument_group("architecture (see GPTConfig)"), GPTConfig, MODEL_FLAGS, "model")
+    _add_config_flags(parser.add_argument_group("training (see TrainConfig)"), TrainConfig, TRAIN_FLAGS, "train")
     parser.set_defaults(run=run_train)
 
 
-def _flag_type(flag) -> type:
-    default = flag.default
-    if isinstance(default, bool):
-        return lambda text: {"true": True, "false": False}[text.lower()]
-    return str if isinstance(default, str) else int if isinstance(default, int) else float
+def resolve_train_config(base: dict, typed: dict) -> TrainConfig:
+    """The training configuration: ``base`` (a preset's or a checkpoint's values) under the typed flags.
+
+    Args:
+        base: Field values from the preset or the checkpoint.
+        typed: Field values of the flags the reader typed.
+
+    Returns:
+        The configuration; a typed ``max_steps`` clears the base's ``epochs`` and vice versa.
+
+    Raises:
+        ValueError: If both ``max_steps`` and ``epochs`` were typed, or a value is out of range.
+    """
+    if "max_steps" in typed and "epochs" in typed:
+        raise ValueError("--max-steps and --epochs both set the length of the run; drop one of them")
+    if "max_steps" in typed:
+        base = {**base, "epochs": None}
+    return TrainConfig(**{**base, **typed})
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``tinytransformer train``: returns the exit status (130 or 143 when stopped by a signal)."""
-    model_overrides = {f.name: getattr(args, f.name) for f in MODEL_FLAGS if getattr(args, f.name) is not None}
-    train_overrides = {f.name: getattr(args, f.name) for f in TRAIN_FLAGS if getattr(args, f.name) is not None}
+    model_typed = {f.name: getattr(args, f.name) for f in MODEL_FLAGS if getattr(args, f.name) is not None}
+    train_typed = {f.name: getattr(args, f.name) for f in TRAIN_FLAGS if getattr(args, f.name) is not None}
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     distributed, device = init_distributed("mps" if args.mps else args.device)
     try:
-        return _train(args, model_overrides, train_overrides, distributed, device)
+        return _train(args, model_typed, train_typed, distributed, device)
     finally:
         shutdown(distributed)
 
 
-def _train(args: argparse.Namespace, model_overrides: dict, train_overrides: dict, distributed: Distributed,
-           device: torch.device) -> int:
-    if args.resume:
-        state = load_checkpoint(args.resume)
-        _refuse_changes("architecture", state["model_config"], model_overrides, args.resume)
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-        if args.tokenizer is not None and args.tokenizer != tokenizer.name:
-            raise ValueError(f"{args.resume} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
-                             "drop --tokenizer or start a new run")
-        data = load_token_data(args.data or state["data_source"], tokenizer=tokenizer)
-        model_config = GPTConfig(**state["model_config"])
-        config = TrainConfig(**{**state["train_config"], **train_overrides})
-        out_dir = args.out or args.resume.parent
-    else:
+def _resolve(
+    args: argparse.Namespace, model_typed: dict, train_typed: dict
+) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None]:
+    """Defaults < preset < checkpoint < typed flags: the two configurations, the data and the checkpoint."""
+    if not args.resume:
         preset = PRESETS[args.preset]
         data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
-        model_config = GPTConfig(**{**preset.model, **model_overrides, "vocab_size": data.tokenizer.vocab_size})
-        config = TrainConfig(**{**preset.train, **train_overrides})
-        out_dir = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out_dir / "checkpoint.pt").exists():
-            raise ValueError(f"{out_dir / 'checkpoint.pt'} already exists; continue it with --resume, or choose another --out")
-    trainer = Trainer(model_config, config, data, out_dir=out_dir, device=device, debug=args.debug,
-                      progress=not args.no_progress, distributed=distributed)
-    if args.resume:
-        trainer.load_state_dict(state)
-        trainer.max_steps = config.max_steps if "max_steps" in train_overrides else trainer.max_steps
+        model_config = GPTConfig(**{**preset.model, **model_typed, "vocab_size": data.tokenizer.vocab_size})
+        return model_config, resolve_train_config(preset.train, train_typed), data, None
+    state = load_checkpoint(args.resume)
+    _refuse_changes("architecture", state["model_config"], model_typed, args.resume)
+    tokenizer = tokenizer_from_dict(state["tokenizer"])
+    if args.tokenizer is not None and args.tokenizer != tokenizer.name:
+        raise ValueError(
+            f"{args.resume} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
+            "drop --tokenizer or start a new run"
+        )
+    data = load_token_data(args.data or state["data_source"], tokenizer=tokenizer)
+    return GPTConfig(**state["model_config"]), resolve_train_config(state["train_config"], train_typed), data, state
+
+
+def _train(
+    args: argparse.Namespace, model_typed: dict, train_typed: dict, distributed: Distributed, device: torch.device
+) -> int:
+    model_config, config, data, state = _resolve(args, model_typed, train_typed)
+    if args.print_config:
+        print(json.dumps(_describe_run(args, model_config, config, data, device), indent=2))
+        return 0
+    out_dir = args.out or (args.resume.parent if args.resume else _new_run_folder(args.preset))
+    with lock_run_folder(out_dir) if distributed.is_main else contextlib.nullcontext():
+        if distributed.is_main:
+            _check_run_folder(out_dir, args.resume)
+        trainer = Trainer(
+            model_config,
+            config,
+            data,
+            out_dir=out_dir,
+            device=device,
+            debug=args.debug,
+            progress=not args.no_progress,
+            distributed=distributed,
+        )
+        if state is not None:
+            planned_steps = trainer.max_steps  # from the configuration, typed flags included
+            trainer.load_state_dict(state)
+            if {"max_steps", "epochs"} & train_typed.keys():
+                trainer.max_steps = planned_steps
+            if distributed.is_main:
+                _forget_metrics_after(out_dir / "metrics.jsonl", trainer.step)
+        if distributed.is_main:
+            run = {
+                "preset": args.preset,
+                "resume": str(args.resume) if args.resume else None,
+                "data": data.source,
+                "tokenizer": data.tokenizer.name,
+                "model": asdict(model_config),
+                "train": asdict(config),
+            }
+            atomic_write(out_dir / "config.json", lambda file: file.write(json.dumps(run, indent=2).encode()))
+            print(
+                f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} "
+                f"with {data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), "
+                f"global batch {trainer.tokens_per_step:,} tokens, into {out_dir}",
+                file=sys.stderr,
+            )
+        losses = trainer.fit()
     if distributed.is_main:
-        print(f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} with "
-              f"{data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), global batch "
-              f"{trainer.tokens_per_step:,} tokens, into {out_dir}", file=sys.stderr)
-    losses = trainer.fit()
-    if distributed.is_main:
-        print(json.dumps({"step": trainer.step, **losses, "checkpoint": str(out_dir / "checkpoint.pt")}))
+        print(json.dumps(json_safe({"step": trainer.step, **losses, "checkpoint": str(out_dir / "checkpoint.pt")})))
     return 128 + trainer.stop_signal if trainer.stop_signal else 0
 
 
+def _describe_run(
+    args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData, device: torch.device
+) -> dict:
+    """The effective configuration, and the size and speed of a step measured on this machine."""
+    trainer = Trainer(model_config, config, data, device=device, progress=False)
+    trainer.train_step()  # warm-up
+    started = time.perf_counter()
+    trainer.train_step()
+    synchronize(trainer.device)
+    return {
+        "preset": args.preset,
+        "resume": str(args.resume) if args.resume else None,
+        "data": data.source,
+        "tokenizer": data.tokenizer.name,
+        "model": asdict(model_config),
+        "train": asdict(config),
+        "parameters": trainer.model.num_parameters(),
+        "tokens_per_step": trainer.tokens_per_step,
+        "steps": trainer.max_steps,
+        "seconds_per_step": round(time.perf_counter() - started, 4),
+    }
+
+
+@contextlib.contextmanager
+def lock_run_folder(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder (``.lock`` inside it) for as long as the block runs.
+
+    Raises:
+        ValueError: If another run holds it.
+    """
+    prepare_out_dir(out_dir)
+    lock = FileLock(out_dir / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(
+            f"another run is using {out_dir} (it holds {out_dir / '.lock'}); wait for it to "
+            "finish, or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _new_run_folder(preset: str) -> Path:
+    """``runs/PRESET-TIME``, with ``-2``, ``-3``, … when a run started in the same second took it."""
+    name = Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, suffix = name, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)  # atomic: exactly one run creates each name
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = name.with_name(f"{name.name}-{suffix}")
+
+
+def _forget_metrics_after(path: Path, step: int) -> None:
+    """Drop the records a killed run logged after its last checkpoint (and a torn last line)."""
+    if path.exists():
+        kept = "".join(json.dumps(record) + "\n" for record in read_metrics(path, up_to_step=step))
+        atomic_write(path, lambda file: file.write(kept.encode()))
+
+
+def _check_run_folder(out_dir: Path, resume: Path | None) -> None:
+    """A new run needs a folder without a run in it; a resumed run, the checkpoint's own folder or an empty one."""
+    existing = [name for name in ("checkpoint.pt", "metrics.jsonl") if (out_dir / name).exists()]
+    if resume is not None and out_dir.resolve() == resume.resolve().parent:
+        return
+    if existing:
+        what = (
+            "continue it with --resume, or choose another --out"
+            if resume is None
+            else f"resume into {resume.parent} (the checkpoint's folder) or into an empty --out"
+        )
+        raise ValueError(f"{out_dir} already holds {' and '.join(existing)} of another run; {what}")
+
+
 def _refuse_changes(what: str, stored: dict, requested: dict, path: Path) -> None:
-    differences = [f"{name} {stored[name]} (checkpoint) vs {value} (asked)" for name, value in requested.items() if stored.get(name) != value]
+    differences = [
+        f"{name} {stored[name]} (checkpoint) vs {value} (asked)"
+        for name, value in requested.items()
+        if stored.get(name) != value
+    ]
     if differences:
         raise ValueError(f"--resume {path}: the {what} differs: {'; '.join(differences)}; resume without those flags")
