@@ -631,3 +631,28 @@ def test_a_torn_metrics_line_does_not_break_resume_and_later_records_are_dropped
 def test_nan_is_written_as_json_null():
     assert json_safe({"loss": float("nan"), "lr": float("inf"), "step": 3}) == {"loss": None, "lr": None, "step": 3}
     assert json.loads(json.dumps(json_safe({"val": float("nan")}))) == {"val": None}
+
+
+def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, corpus, capsys):
+    args = ["--data", str(corpus), "--tokenizer", "char", *TINY, "--eval-interval", "2", "--log-interval", "1"]
+    assert cli_train(*args, "--max-steps", "2", "--out", str(tmp_path / "run")) == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    with torch.no_grad():  # what a far too high learning rate does to the weights, one step later
+        state["model"]["embeddings.token_embedding.weight"] *= 1e38
+    (tmp_path / "diverging").mkdir()
+    save_atomically(state, tmp_path / "diverging" / "checkpoint.pt")
+    last_good = (tmp_path / "diverging" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert cli_train("--resume", str(tmp_path / "diverging" / "checkpoint.pt"), "--max-steps", "6") == 2
+    err = capsys.readouterr().err
+    assert "training diverged: the loss of step 3 is" in err and "--learning-rate" in err and "Traceback" not in err
+    assert (tmp_path / "diverging" / "checkpoint.pt").read_bytes() == last_good
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path, data, model_config, config):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        trainer.model.final_norm.weight[0] = float("nan")
+    path = trainer.save_checkpoint()
+    with pytest.raises(ValueError, match=r"holds NaN or infinite weights \(in final_norm.weight"):
+        load_model(path)

@@ -365,7 +365,12 @@ class Trainer:
         if not pending:
             return
         losses = all_reduce_mean(torch.stack([loss for _, _, loss in pending]), self.distributed).tolist()  # one sync
-        for loss in losses:
+        for (step, _, _), loss in zip(pending, losses):
+            if not math.isfinite(loss):
+                raise ValueError(
+                    f"training diverged: the loss of step {step + 1} is {loss} (running average before it: "
+                    f"{self.losses['average']:.4f}); the last checkpoint is from before it. Try a lower "
+                    "--learning-rate or --grad-clip, or --debug to find the module where it starts")
             average = self.losses["average"]
             self.losses["average"] = loss if math.isnan(average) else 0.95 * average + 0.05 * loss
         bar.update(len(pending))
@@ -485,7 +490,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
 
     Raises:
         FileNotFoundError: If there is no such file.
-        ValueError: If the checkpoint is unreadable or its weights do not fit its configuration.
+        ValueError: If the checkpoint is unreadable, or its weights do not fit its configuration or are not finite.
     """
     state = load_checkpoint(path)
     model = GPT(GPTConfig(**state["model_config"]))
@@ -493,6 +498,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from None
+    broken = [name for name, weight in model.state_dict().items() if not torch.isfinite(weight).all()]
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite weights (in {', '.join(broken[:3])}, …): it comes from a "
+                         "run that diverged; use an earlier checkpoint")
     return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"])
 
 
