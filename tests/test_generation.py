@@ -330,8 +330,8 @@ def test_greedy_step_is_the_argmax():
         ({"max_new_tokens": -3}, "max_new_tokens must be a positive integer, got -3"),
         ({"max_new_tokens": 2.5}, "max_new_tokens must be a positive integer, got 2.5"),
         ({"max_new_tokens": True}, "max_new_tokens must be a positive integer, got True"),
-        ({"temperature": -0.5}, r"temperature must be at least 0, got -0.5"),
-        ({"temperature": float("nan")}, "temperature must be at least 0, got nan"),
+        ({"temperature": -0.5}, r"temperature must be a finite number of at least 0, got -0.5"),
+        ({"temperature": float("nan")}, "temperature must be a finite number of at least 0, got nan"),
         ({"temperature": 0.0}, "ask for greedy decoding"),
         ({"top_k": 0}, "top_k must be a positive integer, got 0"),
         ({"top_k": -2}, "top_k must be a positive integer, got -2"),
@@ -499,7 +499,9 @@ def test_streaming_never_prints_half_a_character(capsys, monkeypatch):
     ("args", "message"),
     [
         (["--max-new-tokens", "0"], "max_new_tokens must be a positive integer, got 0"),
-        (["--temperature", "-1"], "temperature must be at least 0, got -1.0"),
+        (["--temperature", "-1"], "temperature must be a finite number of at least 0, got -1.0"),
+        (["--temperature", "inf"], "temperature must be a finite number of at least 0, got inf"),
+        (["--seed", str(2**70)], r"--seed must be in [0, 2**63), got 1180591620717411303424"),
         (["--top-k", "0"], "top_k must be a positive integer, got 0"),
         (["--top-p", "0"], r"top_p must be in (0, 1], got 0.0"),
         (["--top-p", "1.01"], r"top_p must be in (0, 1], got 1.01"),
@@ -555,3 +557,21 @@ def test_help_explains_every_option(capsys):
         "--device",
     ):
         assert option in text
+
+
+def test_a_tiny_temperature_samples_like_greedy_instead_of_failing(checkpoint, capsys):
+    status, sampled, _ = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--temperature", "1e-40",
+                                  "--max-new-tokens", "12", "--seed", "1")
+    assert status == 0
+    status, greedy, _ = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--greedy",
+                                 "--max-new-tokens", "12")
+    assert status == 0 and sampled == greedy
+
+
+@pytest.mark.parametrize("make", ["folder", "text file"])
+def test_a_folder_or_a_text_file_given_as_checkpoint_is_named_as_such(tmp_path, capsys, make):
+    path = tmp_path / "thing"
+    path.mkdir() if make == "folder" else path.write_text("hello, I am text")
+    status, out, err = generate(capsys, "--checkpoint", str(path), "--prompt", "a")
+    expected = "is a folder; pass the checkpoint file in it" if make == "folder" else "is not a readable checkpoint"
+    assert status == 2 and expected in err and "please file an issue" not in err and "Traceback" not in err

@@ -656,3 +656,168 @@ def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path, data, model_
     path = trainer.save_checkpoint()
     with pytest.raises(ValueError, match=r"holds NaN or infinite weights \(in final_norm.weight"):
         load_model(path)
+
+
+def interrupt_at_the_nth_forward(trainer: Trainer, condition, n: int) -> list:
+    """Send this process SIGINT from inside the n-th forward pass whose input ``x`` meets ``condition(x)``.
+
+    Returns:
+        A list that grows by one for each such forward pass.
+    """
+    calls: list = []
+
+    def hook(module, inputs):
+        if condition(inputs[0]):
+            calls.append(1)
+            if len(calls) == n:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    trainer.model.register_forward_pre_hook(hook)
+    return calls
+
+
+def test_ctrl_c_during_an_evaluation_stops_within_a_batch_and_saves(tmp_path, data, model_config):
+    config = TrainConfig(batch_size=4, max_steps=50, eval_interval=2, eval_batches=1_000_000, sample_tokens=0)
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    evaluated = interrupt_at_the_nth_forward(trainer, lambda x: not trainer.model.training, n=5)
+    trainer.fit()  # a million evaluation batches: it returns only if the stop cuts the evaluation short
+    assert trainer.stop_signal == signal.SIGINT and len(evaluated) == 5
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if "val_loss" in r]  # no half evaluation logged
+
+
+def test_ctrl_c_during_the_sample_stops_within_64_tokens_and_saves(tmp_path, data, model_config):
+    config = TrainConfig(batch_size=4, max_steps=50, eval_interval=2, eval_batches=1, sample_tokens=10_000)
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    sampled = interrupt_at_the_nth_forward(trainer, lambda x: x.shape[0] == 1, n=10)  # the sample is one row
+    trainer.fit()
+    assert trainer.stop_signal == signal.SIGINT and 10 <= len(sampled) < 10 + 64
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_a_full_disk_while_appending_metrics_says_so(tmp_path, data, model_config, config, monkeypatch):
+    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    real_open = open
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        file = real_open(path, mode, *args, **kwargs)
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            file.writelines = lambda lines: fill_then_run_out_of_space(file.buffer)
+        return file
+
+    monkeypatch.setattr("builtins.open", open_on_a_full_disk)
+    with pytest.raises(ValueError, match=f"no space left in {tmp_path} while appending to metrics.jsonl"):
+        trainer.fit()
+
+
+def test_an_interrupt_outside_training_exits_130_without_a_traceback(corpus, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tinytransformer.train.load_token_data", interrupted)
+    assert cli_train("--data", str(corpus)) == 130
+    assert capsys.readouterr().err == "tinytransformer train: interrupted\n"
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "fifo"])
+def test_a_device_or_a_pipe_given_as_data_is_named_as_such(tmp_path, capsys, path):
+    if path == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    assert cli_train("--data", path) == 2
+    assert "is not a regular file or folder" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_or_a_changed_corpus_unless_asked(tmp_path, corpus, capsys):
+    args = ["--tokenizer", "char", *TINY]
+    assert cli_train("--data", str(corpus), *args, "--max-steps", "2", "--out", str(tmp_path / "run")) == 0
+    resume = ["--resume", str(tmp_path / "run" / "checkpoint.pt"), "--max-steps", "3"]
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text().replace("fox", "cat"))
+    capsys.readouterr()
+    assert cli_train(*resume, "--data", str(other)) == 2
+    assert "is not the text" in capsys.readouterr().err
+    corpus.write_text(corpus.read_text().replace("dog", "hog"))  # edited in place since the checkpoint
+    assert cli_train(*resume) == 2
+    err = capsys.readouterr().err
+    assert f"reading the corpus the checkpoint was trained on: {corpus}" in err and "add --new-data" in err
+    assert cli_train(*resume, "--new-data") == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 3
+
+
+def damaged_checkpoints(good: dict):
+    """(name, state) pairs: one field of a good checkpoint damaged in each, as tampering or a bug would."""
+    def changed(path: str, value):
+        state = {**good, "model_config": dict(good["model_config"]), "train_config": dict(good["train_config"]),
+                 "tokenizer": dict(good["tokenizer"]), "rng": dict(good["rng"]), "model": dict(good["model"])}
+        *parents, last = path.split(".", 1)  # at most two levels: "model.<a weight name with dots>"
+        target = state
+        for key in parents:
+            target = target[key]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
+        return path, state
+
+    weight = "embeddings.token_embedding.weight"
+    yield changed("format", "tinytransformer-checkpoint-99")
+    yield changed("format", 1)
+    yield changed("model_config", "not a dict")
+    yield changed("model_config.future_field", 3)
+    yield changed("model_config.d_model", "wide")
+    yield changed("model_config.n_heads", 5)
+    yield changed("model_config.max_seq_len", 100_000)
+    yield changed("train_config.future_field", 3)
+    yield changed("train_config.learning_rate", "fast")
+    yield changed("train_config.beta2", 2.0)
+    yield changed("tokenizer", [])
+    yield changed("tokenizer.kind", "morse")
+    yield changed("tokenizer.chars", "ab")  # another vocabulary size than the model's
+    yield changed("data_source", None)
+    yield changed(f"model.{weight}", torch.zeros(3, 3))
+    yield changed(f"model.{weight}", DELETE)
+    yield changed("optimizer", {"state": 5})
+    yield changed("step", "12")
+    yield changed("step", -1)
+    yield changed("step", 10**9)
+    yield changed("max_steps", 1.5)
+    yield changed("losses", None)
+    yield changed("rng", {})
+    yield changed("rng.torch", torch.zeros(3, dtype=torch.uint8))
+    yield changed("rng.batches", torch.zeros(3))
+
+
+DELETE = object()
+
+
+def bpe_state(pattern: str, ranks_text: str) -> dict:
+    return {"kind": "bpe", "name": "bpe:257", "pattern": pattern, "ranks": ranks_text}
+
+
+def test_every_damaged_checkpoint_field_exits_2_without_a_traceback(tmp_path, corpus, capsys):
+    assert cli_train("--data", str(corpus), "--tokenizer", "char", *TINY, "--max-steps", "1",
+                     "--out", str(tmp_path / "good")) == 0
+    good = load_checkpoint(tmp_path / "good" / "checkpoint.pt")
+    cases = list(damaged_checkpoints(good))
+    from tinytransformer.tokenizer import ranks_to_text
+    all_bytes = ranks_to_text({bytes([b]): b for b in range(256)})
+    for name, tokenizer in [("tokenizer.pattern empty", bpe_state("", all_bytes)),
+                            ("tokenizer.ranks missing a byte", bpe_state(r"\w+", all_bytes.split("\n", 1)[1])),
+                            ("tokenizer.ranks duplicated", bpe_state(r"\w+", all_bytes + "YQ== 3\n"))]:
+        cases.append((name, {**good, "tokenizer": tokenizer}))
+    assert len(cases) == 28
+    for number, (name, state) in enumerate(cases):
+        folder = tmp_path / f"case{number}"
+        folder.mkdir()
+        torch.save(state, folder / "checkpoint.pt")
+        before = (folder / "checkpoint.pt").read_bytes()
+        capsys.readouterr()
+        status = cli_train("--resume", str(folder / "checkpoint.pt"), "--data", str(corpus), "--max-steps", "2")
+        err = capsys.readouterr().err
+        assert status == 2 and "Traceback" not in err and err.startswith("tinytransformer train: error:"), (name, err)
+        assert (folder / "checkpoint.pt").read_bytes() == before, name
+        if not name.startswith(("optimizer", "rng", "step", "max_steps", "losses", "data_source", "train_config")):
+            status = main(["generate", "--checkpoint", str(folder / "checkpoint.pt"), "--prompt", "the"])
+            err = capsys.readouterr().err
+            assert status == 2 and err.startswith("tinytransformer generate: error:"), (name, err)

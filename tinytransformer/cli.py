@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The exit status: 0 on success, 2 on bad input, 1 when a check fails.
+        The exit status: 0 on success, 2 on bad input, 1 when a check fails, 130 when interrupted (Ctrl-C).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,3 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"tinytransformer {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where no command catches it (tokenizing, loading): no traceback
+        print(f"tinytransformer {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -138,6 +138,8 @@ def corpus_documents(data: str | None, cache_dir: Path | None = None) -> tuple[s
         if not files:
             raise ValueError(f"the folder {path} has no .txt or .md files; pass a folder of text files or a file")
         return str(path), files
+    if path.exists():  # a pipe, a device such as /dev/null, a socket
+        raise ValueError(f"{path} is not a regular file or folder; pass a UTF-8 text file or a folder of them")
     raise FileNotFoundError(
         f"no file or folder {data!r}; pass a UTF-8 text file, a folder of .txt/.md files, "
         f"or a named corpus: book, {', '.join(DOWNLOADS)}"
@@ -221,6 +223,7 @@ class TokenData:
         tokenizer: The tokenizer that produced them.
         source: The corpus: ``"book"``, ``"shakespeare"`` or an absolute path; ``load_token_data`` accepts it.
         n_chars: Characters of text the tokens encode (to compare losses per character across tokenizers).
+        corpus_sha256: The SHA-256 of the corpus's bytes: the same value means the same text.
     """
 
     train: np.ndarray
@@ -228,25 +231,32 @@ class TokenData:
     tokenizer: Tokenizer
     source: str
     n_chars: int = 0
+    corpus_sha256: str = ""
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
-def _cache_key(files: list[Path], tokenizer: str | Tokenizer) -> tuple[str, int]:
-    """A hash of the corpus's content and the tokenizer, and the corpus's size in bytes."""
-    digest, size = hashlib.sha256(f"tinytransformer tokens {CACHE_FORMAT}\n".encode()), 0
+def _corpus_digest(files: list[Path]) -> tuple[str, int]:
+    """The SHA-256 of the corpus's bytes (files in order, each followed by a marker) and its size in bytes."""
+    digest, size = hashlib.sha256(), 0
     for path in files:
         with path.open("rb") as file:
             while block := file.read(1 << 20):
                 digest.update(block)
                 size += len(block)
         digest.update(b"\0 end of file\n")
+    return digest.hexdigest(), size
+
+
+def _cache_key(corpus_sha256: str, tokenizer: str | Tokenizer) -> str:
+    """A hash of the corpus and the tokenizer: the name of their token cache."""
+    digest = hashlib.sha256(f"tinytransformer tokens {CACHE_FORMAT}\n{corpus_sha256}\n".encode())
     if isinstance(tokenizer, str):
         digest.update(f"spec {tokenizer_name(tokenizer)}".encode())
     else:  # a tokenizer object, e.g. from a checkpoint: its whole description
         digest.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
-    return digest.hexdigest()[:32], size
+    return digest.hexdigest()[:32]
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -320,7 +330,8 @@ def load_token_data(
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     source, files = corpus_documents(data, cache_dir)
-    key, size = _cache_key(files, tokenizer)
+    corpus_sha256, size = _corpus_digest(files)
+    key = _cache_key(corpus_sha256, tokenizer)
     if size == 0:
         raise ValueError(f"the corpus {source} is empty; pass a file with some text in it")
     folder = cache_dir / "tokens"
@@ -337,7 +348,7 @@ def load_token_data(
             f"the corpus {source} is only {len(tokens)} tokens long with {tokenizer.name}; "
             f"a {val_fraction:.0%} validation split needs at least 2 tokens on each side"
         )
-    return TokenData(tokens[:-n_val], tokens[-n_val:], tokenizer, source, meta["n_chars"])
+    return TokenData(tokens[:-n_val], tokens[-n_val:], tokenizer, source, meta["n_chars"], corpus_sha256)
 
 
 def get_batch(

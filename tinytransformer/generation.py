@@ -72,8 +72,9 @@ def check_generation_options(
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature >= 0:  # also refuses NaN
-        raise ValueError(f"temperature must be at least 0, got {temperature!r}; 1 samples the model's own distribution")
+    if not 0 <= temperature < float("inf"):  # also refuses NaN
+        raise ValueError(f"temperature must be a finite number of at least 0, got {temperature!r}; "
+                         "1 samples the model's own distribution")
     if temperature == 0 and not greedy:
         raise ValueError("temperature 0 means always taking the most likely token: ask for greedy decoding instead "
                          "(greedy=True, or --greedy)")
@@ -106,7 +107,7 @@ def sample_next_token(
     """
     if greedy:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits / temperature
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # the largest is 0: no overflow
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -328,6 +329,8 @@ def run_generate(args: argparse.Namespace) -> int:
         from tinytransformer.train import load_model
 
         model, tokenizer = load_model(args.checkpoint, device)
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
     generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=greedy,
                    generator=generator, use_cache=not args.no_cache)

@@ -13,6 +13,9 @@ from tinytransformer.attention import KVCache, causal_mask
 from tinytransformer.block import Block
 from tinytransformer.embeddings import Embeddings
 
+MAX_SEQ_LEN = 16_384
+"""The longest context the model accepts: its causal mask is a (T, T) table of booleans, 256 MiB at this length."""
+
 
 @dataclass
 class GPTConfig:
@@ -61,6 +64,9 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_seq_len > MAX_SEQ_LEN:  # checked before the (T, T) causal mask is allocated
+            raise ValueError(f"max_seq_len is at most {MAX_SEQ_LEN:,} (the causal mask alone would take "
+                             f"{self.max_seq_len**2 / 2**30:.1f} GiB), got {self.max_seq_len:,}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if not 0.0 <= self.dropout < 1.0:

@@ -217,6 +217,27 @@ def ranks_from_text(text: str) -> dict[bytes, int]:
     return ranks
 
 
+def check_ranks(ranks: dict[bytes, int], pattern: str) -> None:
+    """Refuse ranks or a pattern that tiktoken would fail on, some by panicking (an error no handler catches).
+
+    Raises:
+        ValueError: If the pattern is empty or not a regex, a single byte has no token, or the ids are
+            not ``0 .. n-1``, each once.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError("the pre-tokenisation pattern is empty; a BPE tokenizer needs the regex it was trained with")
+    try:
+        regex.compile(pattern)
+    except regex.error as error:
+        raise ValueError(f"the pre-tokenisation pattern is not a valid regex: {error}") from None
+    missing = [byte for byte in range(256) if bytes([byte]) not in ranks]
+    if missing:
+        raise ValueError(f"the ranks lack {len(missing)} of the 256 single bytes (first: {bytes(missing[:1])!r}); "
+                         "byte-level BPE needs a token for every byte")
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"the ranks' ids are not 0 to {len(ranks) - 1}, each once: duplicated or missing ids")
+
+
 EOT = "<|endoftext|>"
 
 
@@ -261,6 +282,7 @@ class BPETokenizer(TiktokenTokenizer):
     """
 
     def __init__(self, ranks: dict[bytes, int], name: str | None = None, pattern: str = GPT2_PATTERN):
+        check_ranks(ranks, pattern)
         name = name or f"bpe:{len(ranks)}"
         super().__init__(tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens={}), name)
         self.ranks, self.pattern = ranks, pattern

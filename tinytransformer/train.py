@@ -53,7 +53,7 @@ class TrainConfig:
         grad_accum_steps: Micro-batches whose gradients are summed into one step.
         eval_interval: Evaluate, sample and save a checkpoint every this many steps.
         eval_batches: Random batches averaged for each evaluation.
-        sample_tokens: Length of the sample generated at each evaluation.
+        sample_tokens: Length of the sample generated at each evaluation (at most 10,000).
         log_interval: Steps between progress updates and metric writes.
         optimizer: ``"adamw"``, or ``"adam"`` (no weight decay, as in the original project).
         seed: Seed for initialisation, batches and dropout.
@@ -95,6 +95,9 @@ class TrainConfig:
             )
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 ({self.beta1}) and beta2 ({self.beta2}) must be in [0, 1)")
+        if self.sample_tokens > 10_000:
+            raise ValueError(f"sample_tokens is at most 10,000, got {self.sample_tokens}; "
+                             "use `tinytransformer generate` for long texts")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.optimizer not in ("adamw", "adam"):
@@ -243,7 +246,7 @@ class Trainer:
         """Mean loss over ``eval_batches`` random batches of each split.
 
         Returns:
-            ``{"train": loss, "val": loss}``.
+            ``{"train": loss, "val": loss}``; empty if a stop was requested (Ctrl-C) during the evaluation.
         """
         generator = torch.Generator().manual_seed(self.config.seed + self.step)  # independent of training
         self.model.eval()
@@ -251,6 +254,9 @@ class Trainer:
         for split, tokens in (("train", self.data.train), ("val", self.data.val)):
             total = torch.zeros((), device=self.device)
             for _ in range(self.config.eval_batches):
+                if self.stop_signal:  # answer Ctrl-C within one batch
+                    self.model.train()
+                    return {}
                 x, y = get_batch(tokens, self.config.batch_size, self.model_config.max_seq_len, generator, self.device)
                 total += F.cross_entropy(self.model(x).flatten(0, 1).float(), y.flatten())
             losses[split] = total.item() / self.config.eval_batches
@@ -261,23 +267,25 @@ class Trainer:
         """Continue the first ``prompt_tokens`` tokens of the validation split.
 
         Returns:
-            The prompt and its continuation, decoded.
+            The prompt and its continuation, decoded (shorter if a stop was requested meanwhile).
         """
-        prompt = torch.tensor([self.data.val[:prompt_tokens].tolist()], device=self.device)  # (1, T)
+        tokens = torch.tensor([self.data.val[:prompt_tokens].tolist()], device=self.device)  # (1, T)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
-        tokens = self.model.generate(
-            prompt, max(1, self.config.sample_tokens), temperature=temperature, generator=generator
-        )
+        wanted = tokens.shape[1] + max(1, self.config.sample_tokens)
+        while tokens.shape[1] < wanted and not self.stop_signal:  # in pieces, so that Ctrl-C is answered
+            piece = min(64, wanted - tokens.shape[1])
+            tokens = self.model.generate(tokens, piece, temperature=temperature, generator=generator)
         return self.data.tokenizer.decode(tokens[0].tolist())
 
     def state_dict(self) -> dict:
         """Everything needed to resume: weights, optimiser, step, losses, configs, tokenizer, RNG states."""
         return {
-            "format": "tinytransformer-checkpoint-1",
+            "format": CHECKPOINT_FORMAT,
             "model_config": asdict(self.model_config),
             "train_config": asdict(self.config),
             "tokenizer": self.data.tokenizer.to_dict(),
             "data_source": self.data.source,
+            "data_sha256": self.data.corpus_sha256,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -287,12 +295,19 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state saved by ``state_dict`` into this trainer (same architecture)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore a state saved by ``state_dict`` into this trainer (same architecture).
+
+        Raises:
+            ValueError: If the state does not fit: other shapes, or a damaged optimiser or random state.
+        """
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.batch_generator.set_state(state["rng"]["batches"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+            raise ValueError(f"the checkpoint does not fit this model, or is damaged: {str(error)[:300]}") from None
         self.step, self.max_steps, self.losses = state["step"], state["max_steps"], dict(state["losses"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.batch_generator.set_state(state["rng"]["batches"])
 
     def save_checkpoint(self) -> Path:
         """Write ``out_dir/checkpoint.pt`` atomically; returns its path.
@@ -332,10 +347,10 @@ class Trainer:
                     tokens_per_second = len(pending) * self.tokens_per_step / (time.perf_counter() - started)
                     self._log_steps(pending, tokens_per_second, bar)
                     pending, started = [], time.perf_counter()
+                if at_checkpoint:
+                    self._evaluate_and_save(bar)  # cut short, and nothing saved, if a stop was asked for
                 if at_log or not self.distributed.enabled:  # ranks of a job agree at logging steps
                     stop = any_rank(self.stop_signal or 0, self.distributed, self.device)
-                if at_checkpoint:
-                    self._evaluate_and_save(bar)
             self.stop_signal = stop or None
             if stop and self.out_dir is not None:
                 self._log_steps(pending, float("nan"), bar)
@@ -384,12 +399,21 @@ class Trainer:
         self._append_metrics(records)
 
     def _append_metrics(self, records: list[dict]) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is None:
+            return
+        try:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
                 file.writelines(json.dumps(json_safe(record)) + "\n" for record in records)
+        except OSError as error:
+            if _disk_full(error):
+                raise ValueError(f"no space left in {self.out_dir} while appending to metrics.jsonl; free some "
+                                 "space and continue with --resume from the last checkpoint") from None
+            raise
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         losses = self.evaluate()
+        if not losses:
+            return  # stopped during the evaluation: the loop saves the checkpoint and stops
         self.losses.update(losses)
         epoch = self.step / self.steps_per_epoch
         self._append_metrics(
@@ -449,7 +473,9 @@ def save_atomically(state: dict, path: Path) -> None:
     atomic_write(path, lambda file: torch.save(state, file))
 
 
-CHECKPOINT_KEYS = ("format", "model_config", "train_config", "tokenizer", "model", "optimizer", "step", "rng")
+CHECKPOINT_FORMAT = "tinytransformer-checkpoint-1"
+CHECKPOINT_FIELDS = {"format": str, "model_config": dict, "train_config": dict, "tokenizer": dict, "data_source": str,
+                     "model": dict, "optimizer": dict, "step": int, "max_steps": int, "losses": dict, "rng": dict}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -466,16 +492,61 @@ def load_checkpoint(path: str | Path) -> dict:
         ValueError: If the file is truncated, corrupt, or not a tinytransformer checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the checkpoint file in it, e.g. {path / 'checkpoint.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `tinytransformer train --out DIR`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, random bytes: all unreadable
-        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from None
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    except Exception as error:  # truncated zip, foreign pickle, text, random bytes: all unreadable
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (not written by torch.save, or cut short): "
+                         f"{reason}") from None
+    missing = [key for key in CHECKPOINT_FIELDS if not isinstance(state, dict) or key not in state]
     if missing:
         raise ValueError(f"{path} is not a tinytransformer checkpoint: it lacks {', '.join(missing)}")
+    wrong = [f"{key} is {type(state[key]).__name__}, not {kind.__name__}" for key, kind in CHECKPOINT_FIELDS.items()
+             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if wrong:
+        raise ValueError(f"{path} is damaged: {'; '.join(wrong)}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} has the format {state['format']!r}, and this version of tinytransformer reads "
+                         f"{CHECKPOINT_FORMAT!r}: a checkpoint from a newer version? Upgrade tinytransformer")
+    if not 0 <= state["step"] <= state["max_steps"]:
+        raise ValueError(f"{path} is damaged: step {state['step']} is not between 0 and max_steps {state['max_steps']}")
     return state
+
+
+def config_from_checkpoint(config_class: type, values: dict, path: Path) -> typing.Any:
+    """Build ``GPTConfig`` or ``TrainConfig`` from a checkpoint's values, with a message for every failure.
+
+    Raises:
+        ValueError: For a field this version does not know (a newer checkpoint), or an impossible value.
+    """
+    unknown = sorted(set(values) - {f.name for f in fields(config_class)})
+    if unknown:
+        raise ValueError(f"{path}: {config_class.__name__} has no field {', '.join(map(repr, unknown))}; the "
+                         "checkpoint comes from a newer version of tinytransformer: upgrade it")
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: the stored {config_class.__name__} is damaged: {error}") from None
+
+
+def tokenizer_from_checkpoint(state: dict, model_config: GPTConfig, path: Path) -> Tokenizer:
+    """The checkpoint's tokenizer, checked against the model's vocabulary.
+
+    Raises:
+        ValueError: If the description is damaged or its vocabulary is not the model's.
+    """
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except ValueError as error:
+        raise ValueError(f"{path}: the stored tokenizer is damaged: {error}") from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ValueError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
+    return tokenizer
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
@@ -493,7 +564,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
         ValueError: If the checkpoint is unreadable, or its weights do not fit its configuration or are not finite.
     """
     state = load_checkpoint(path)
-    model = GPT(GPTConfig(**state["model_config"]))
+    model_config = config_from_checkpoint(GPTConfig, state["model_config"], Path(path))
+    tokenizer = tokenizer_from_checkpoint(state, model_config, Path(path))
+    model = GPT(model_config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -502,7 +575,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
     if broken:
         raise ValueError(f"{path} holds NaN or infinite weights (in {', '.join(broken[:3])}, …): it comes from a "
                          "run that diverged; use an earlier checkpoint")
-    return model.to(device).eval(), tokenizer_from_dict(state["tokenizer"])
+    return model.to(device).eval(), tokenizer
 
 
 def prepare_out_dir(out_dir: Path) -> Path:
@@ -704,6 +777,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--debug", action="store_true", help="synchronise every step and stop at the first NaN/Inf, naming the module"
     )
     parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue training from this checkpoint")
+    parser.add_argument("--new-data", action="store_true",
+                        help="with --resume: continue on a corpus other than the checkpoint's, or one that changed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--print-config",
@@ -760,14 +835,21 @@ def _resolve(
         return model_config, resolve_train_config(preset.train, train_typed), data, None
     state = load_checkpoint(args.resume)
     _refuse_changes("architecture", state["model_config"], model_typed, args.resume)
-    tokenizer = tokenizer_from_dict(state["tokenizer"])
+    model_config = config_from_checkpoint(GPTConfig, state["model_config"], args.resume)
+    config_from_checkpoint(TrainConfig, state["train_config"], args.resume)  # refuses unknown or damaged fields
+    tokenizer = tokenizer_from_checkpoint(state, model_config, args.resume)
     if args.tokenizer is not None and args.tokenizer != tokenizer.name:
         raise ValueError(
             f"{args.resume} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
             "drop --tokenizer or start a new run"
         )
+    if args.data is None:
+        print(f"reading the corpus the checkpoint was trained on: {state['data_source']}", file=sys.stderr)
     data = load_token_data(args.data or state["data_source"], tokenizer=tokenizer)
-    return GPTConfig(**state["model_config"]), resolve_train_config(state["train_config"], train_typed), data, state
+    if state.get("data_sha256", data.corpus_sha256) != data.corpus_sha256 and not args.new_data:
+        raise ValueError(f"{data.source} is not the text {args.resume} was trained on (another corpus, or it changed "
+                         "since); to continue training on it deliberately, add --new-data")
+    return model_config, resolve_train_config(state["train_config"], train_typed), data, state
 
 
 def _train(
