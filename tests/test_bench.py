@@ -94,3 +94,16 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
 def test_bench_bad_input_exits_2(args, message, capsys):
     assert main(["bench", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+    (["--json", "/nonexistent-folder/bench.json"], "cannot write /nonexistent-folder/bench.json"),
+])
+def test_bench_refuses_before_measuring(args, message, capsys, monkeypatch):
+    def measured(*args, **kwargs):
+        raise AssertionError("the benchmark ran before the input was checked")
+
+    monkeypatch.setattr(bench_module, "bench_training", measured)
+    assert main(["bench", *args]) == 2
+    assert message in capsys.readouterr().err

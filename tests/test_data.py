@@ -5,8 +5,10 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -450,3 +452,31 @@ def test_the_flags_have_help_text():
     add_data_arguments(parser)
     text = parser.format_help()
     assert "shakespeare" in text and "p50k_base" in text and "TIKTOKEN_CACHE_DIR" in text
+
+
+@pytest.mark.parametrize("damage", ["truncated tokens", "torn description", "description without fields"])
+def test_a_damaged_token_cache_is_named_and_built_again(text_file, cache, capsys, damage):
+    first = load_token_data(str(text_file), "char", cache_dir=cache)
+    expected = all_tokens(first).copy()
+    del first
+    tokens = next((cache / "tokens").glob("*.bin"))
+    if damage == "truncated tokens":
+        tokens.write_bytes(tokens.read_bytes()[:-10])
+    elif damage == "torn description":
+        tokens.with_suffix(".json").write_text('{"n_tokens": 12')
+    else:
+        tokens.with_suffix(".json").write_text("{}")
+    again = load_token_data(str(text_file), "char", cache_dir=cache)
+    assert f"the token cache {tokens} is damaged; building it again" in capsys.readouterr().err
+    assert np.array_equal(all_tokens(again), expected)
+
+
+def test_partial_files_left_by_a_kill_are_swept_after_an_hour(text_file, cache):
+    folder = cache / "tokens"
+    folder.mkdir(parents=True)
+    old, recent = folder / "abc.bin.x1.part", folder / "abc.bin.x2.part"
+    old.write_bytes(b"half")
+    recent.write_bytes(b"being written by another process right now")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    load_token_data(str(text_file), "char", cache_dir=cache)
+    assert not old.exists() and recent.exists()

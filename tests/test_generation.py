@@ -452,7 +452,7 @@ def test_several_samples_are_separated_by_a_line(checkpoint, capsys):
 
 
 def test_prompts_from_standard_input_one_per_line(checkpoint, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("the \nlazy\n"))
+    monkeypatch.setattr("sys.stdin", stdin(b"the \nlazy\n"))
     status, out, err = generate(
         capsys, "--checkpoint", str(checkpoint), "--prompt", "-", "--max-new-tokens", "4", "--greedy"
     )
@@ -463,11 +463,24 @@ def test_prompts_from_standard_input_one_per_line(checkpoint, capsys, monkeypatc
 
 
 def test_a_bad_line_on_standard_input_is_reported_and_the_others_answered(checkpoint, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("the \nnaïve\n\nfox\n"))
+    latin1_line = "café".encode("latin-1")  # not UTF-8
+    monkeypatch.setattr("sys.stdin", stdin("the \nnaïve\n\n".encode() + latin1_line + b"\nfox\n"))
     status, out, err = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "-", "--max-new-tokens", "3")
     assert status == 2
     assert [line[:3] for line in out.splitlines()] == ["the", "fox"]
     assert "'ï' (U+00EF)" in err and "the prompt is empty" in err
+    assert "a line of standard input is not UTF-8 text (byte 0xe9 at offset 3)" in err
+
+
+def stdin(data: bytes) -> io.TextIOWrapper:
+    """Standard input holding ``data``, with the binary buffer underneath that the real one has."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
+def test_a_closed_standard_input_is_an_error_that_says_so(checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", None)
+    status, out, err = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "-")
+    assert status == 2 and "reads standard input, which is closed" in err
 
 
 @pytest.mark.pretrained_encodings
@@ -575,3 +588,15 @@ def test_a_folder_or_a_text_file_given_as_checkpoint_is_named_as_such(tmp_path, 
     status, out, err = generate(capsys, "--checkpoint", str(path), "--prompt", "a")
     expected = "is a folder; pass the checkpoint file in it" if make == "folder" else "is not a readable checkpoint"
     assert status == 2 and expected in err and "please file an issue" not in err and "Traceback" not in err
+
+
+def test_streaming_decodes_each_token_about_once(checkpoint, monkeypatch):
+    from tinytransformer.train import load_model
+
+    model, tokenizer = load_model(checkpoint)
+    decoded = []
+    original = tokenizer.decode
+    monkeypatch.setattr(tokenizer, "decode", lambda ids: decoded.append(len(ids)) or original(ids))
+    out = io.StringIO()
+    generation._write_samples(model, tokenizer, "the", tokenizer.encode("the"), 200, 1, True, out, greedy=True)
+    assert len(out.getvalue()) > 200 and sum(decoded) <= 2 * 200  # re-decoding everything would be ~20,000

@@ -338,3 +338,9 @@ def test_package_never_imports_hugging_face_at_import_time():
     for path in package.glob("*.py"):
         imported = {name.split(".")[0] for name in import_time_imports(ast.parse(path.read_text(encoding="utf-8")))}
         assert not imported & optional, f"{path.name} imports {imported & optional} when the package is imported"
+
+
+def test_a_config_json_that_is_not_an_object_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not the object of settings"):
+        load_gpt2(tmp_path)

@@ -389,3 +389,9 @@ def test_char_and_bpe_accept_the_corpus_as_pieces():
 def test_malformed_descriptions_are_refused(state, message):
     with pytest.raises(ValueError, match=message):
         tokenizer_from_dict(state)
+
+
+def test_a_bpe_vocabulary_larger_than_the_corpus_supports_is_reported(capsys):
+    tokenizer = get_tokenizer("bpe:999999", CORPUS)
+    assert tokenizer.name == "bpe:999999" and tokenizer.vocab_size < 999_999
+    assert f"the corpus supports only {tokenizer.vocab_size:,} BPE tokens" in capsys.readouterr().err

@@ -5,6 +5,7 @@
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -159,7 +160,10 @@ def run_bench(args: argparse.Namespace) -> int:
     architecture = {name: getattr(args, name) for name in ("max_seq_len", "d_model", "n_layers", "n_heads")
                     if getattr(args, name) is not None}
     model_config = GPTConfig(**{**preset.model, "vocab_size": 256, **architecture})
-    config = TrainConfig(**{**preset.train, **({"batch_size": args.batch_size} if args.batch_size else {})})
+    config = TrainConfig(**{**preset.train, **({} if args.batch_size is None else {"batch_size": args.batch_size})})
+    if args.json is not None and not os.access(args.json.parent.resolve(), os.W_OK):
+        raise ValueError(f"cannot write {args.json}: its folder does not exist or is not writable; "
+                         "choose another --json")
     peak, peak_note = cpu_peak_flops() if device.type == "cpu" else (float("nan"), "GPU: see the vendor's peak")
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": str(device),

@@ -3,6 +3,7 @@
 """Corpora, the token cache on disk, and training batches (chapter 7)."""
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -270,6 +271,31 @@ def _write_atomically(path: Path, write) -> None:
         Path(partial).unlink(missing_ok=True)
 
 
+def _read_cache(folder: Path, key: str) -> dict | None:
+    """The description of a finished token cache; ``None`` if there is none, or it is damaged (then removed).
+
+    A kill while tokenizing leaves ``.part`` files: those more than an hour old are removed here too.
+    """
+    for stale in folder.glob("*.part"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink()
+    description, tokens = folder / f"{key}.json", folder / f"{key}.bin"
+    if not (description.is_file() and tokens.is_file()):
+        return None
+    try:
+        meta = json.loads(description.read_text(encoding="utf-8"))
+        expected_bytes = meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
+    except (ValueError, KeyError, TypeError):
+        expected_bytes = None
+    if expected_bytes != tokens.stat().st_size:
+        print(f"the token cache {tokens} is damaged; building it again", file=sys.stderr)
+        description.unlink(missing_ok=True)
+        tokens.unlink(missing_ok=True)
+        return None
+    return meta
+
+
 def _bar(total: int, description: str) -> tqdm:
     """A progress bar over the corpus's bytes, on standard error, shown only in a terminal."""
     return tqdm(total=total, unit="B", unit_scale=True, desc=description, disable=None, leave=False)
@@ -336,9 +362,11 @@ def load_token_data(
         raise ValueError(f"the corpus {source} is empty; pass a file with some text in it")
     folder = cache_dir / "tokens"
     folder.mkdir(parents=True, exist_ok=True)
-    if not ((folder / f"{key}.bin").is_file() and (folder / f"{key}.json").is_file()):
+    meta = _read_cache(folder, key)
+    if meta is None:
         _build_cache(files, tokenizer, key, folder, size)
-    meta = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+        meta = _read_cache(folder, key)
+        assert meta is not None, f"the token cache {folder / key}.bin was not written"
     if isinstance(tokenizer, str):
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
     tokens = np.memmap(folder / f"{key}.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))

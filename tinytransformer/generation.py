@@ -261,18 +261,20 @@ def _write_samples(model: GPT, tokenizer: Tokenizer, prompt: str, prompt_ids: li
     start = time.perf_counter()
     if stream and num_samples == 1:
         out.write(prompt)
-        new_ids, shown = [], ""
+        new_ids: list[int] = []
+        unshown = 0  # new_ids[-unshown:] are not written yet: they end in the middle of a character
         for next_ids in steps:
             if next_ids.item() == tokenizer.eot_id:
                 break
             new_ids.append(int(next_ids.item()))
-            text = tokenizer.decode(new_ids)
+            text = tokenizer.decode(new_ids[-unshown - 1 :])  # only the tokens not yet shown: no re-decoding
+            unshown += 1
             if not text.endswith("\ufffd"):  # hold back half a character until its next token
-                out.write(text[len(shown) :])
+                out.write(text)
                 out.flush()
-                shown = text
+                unshown = 0
         steps.close()  # restores the model's mode if we stopped at end-of-text
-        out.write(tokenizer.decode(new_ids)[len(shown) :] + "\n")
+        out.write((tokenizer.decode(new_ids[-unshown:]) if unshown else "") + "\n")
         rows = [new_ids]
     else:
         rows = torch.cat(list(steps), dim=1).tolist()  # (N, n)
@@ -285,21 +287,40 @@ def _write_samples(model: GPT, tokenizer: Tokenizer, prompt: str, prompt_ids: li
     print(f"[{count} tokens in {seconds:.2f} s, {count / seconds:.0f} tokens/s, KV cache {cache}]", file=sys.stderr)
 
 
-def _read_prompts(prompt: str) -> Iterator[str]:
-    """``prompt`` itself, or, for ``"-"``, each line of standard input without its line break."""
+def _decode_line(line: bytes) -> str:
+    """A line of standard input as text.
+
+    Raises:
+        ValueError: If it is not UTF-8, naming the byte.
+    """
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"a line of standard input is not UTF-8 text (byte {line[error.start]:#04x} at offset "
+                         f"{error.start}); it is skipped") from None
+
+
+def _read_prompts(prompt: str) -> Iterator[str | bytes]:
+    """``prompt`` itself, or, for ``"-"``, each line of standard input as bytes, without its line break.
+
+    Raises:
+        ValueError: If ``prompt`` is ``"-"`` and standard input is closed.
+    """
     if prompt != "-":
         yield prompt
         return
+    if sys.stdin is None:  # started with standard input closed, as `... <&-` does
+        raise ValueError("--prompt - reads standard input, which is closed; pass --prompt TEXT")
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
             print("prompt> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        line = sys.stdin.buffer.readline()  # bytes: a line that is not UTF-8 is reported alone (below)
         if not line:  # end of input (Ctrl-D at a terminal)
             if interactive:
                 print(file=sys.stderr)
             return
-        yield line.rstrip("\r\n")
+        yield line.rstrip(b"\r\n")
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -337,8 +358,9 @@ def run_generate(args: argparse.Namespace) -> int:
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     status = 0
     try:
-        for prompt in _read_prompts(args.prompt):
+        for line in _read_prompts(args.prompt):
             try:
+                prompt = line if isinstance(line, str) else _decode_line(line)
                 prompt_ids = encode_prompt(tokenizer, prompt)
             except ValueError as error:
                 if args.prompt != "-":

@@ -220,9 +220,13 @@ def read_checkpoint(directory: Path) -> tuple[GPTConfig, dict[str, Tensor]]:
             f"{config_file} not found; a GPT-2 checkpoint directory holds config.json and model.safetensors"
         )
     try:
-        config = config_from_hf(json.loads(config_file.read_text(encoding="utf-8")))
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(settings, dict):
+        raise ValueError(f"{config_file} holds a JSON {type(settings).__name__}, not the object of settings of a "
+                         "Hugging Face config.json")
+    config = config_from_hf(settings)
     return config, read_weights(directory)
 
 

@@ -5,6 +5,7 @@
 import base64
 import heapq
 import os
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
@@ -371,7 +372,11 @@ def get_tokenizer(spec: str, text: str | Iterable[str] | None = None) -> Tokeniz
         for piece in [text] if isinstance(text, str) else text:
             chars.update(piece)
         return CharTokenizer("".join(chars))
-    return BPETokenizer(train_bpe(text, int(name.removeprefix("bpe:"))), name)
+    ranks = train_bpe(text, int(name.removeprefix("bpe:")))
+    if len(ranks) < int(name.removeprefix("bpe:")):  # the corpus ran out of pairs that occur twice
+        print(f"the corpus supports only {len(ranks):,} BPE tokens, fewer than {name} asks for; the tokenizer keeps "
+              f"the name {name} (what was asked for) with a vocabulary of {len(ranks):,}", file=sys.stderr)
+    return BPETokenizer(ranks, name)
 
 
 def tokenizer_from_dict(state: dict) -> Tokenizer:
