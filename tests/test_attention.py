@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinytransformer.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
 
 def random_qkv(*shape: int, dtype=torch.float32):
@@ -200,3 +200,26 @@ def test_fast_path_still_returns_weights_when_asked():
     attention = MultiHeadAttention(d_model=16, n_heads=2, fast_attention=True)
     _, attn_weights = attention(torch.randn(1, 4, 16), causal_mask(4))
     assert attn_weights.shape == (1, 2, 4, 4)
+
+
+def test_causal_hint_lets_the_fused_kernel_mask_by_itself_with_the_same_result(monkeypatch):
+    torch.manual_seed(0)
+    book = MultiHeadAttention(d_model=32, n_heads=4)
+    fast = MultiHeadAttention(d_model=32, n_heads=4, fast_attention=True)
+    fast.load_state_dict(book.state_dict())
+    calls, fused = [], F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):  # records how the fused kernel is called
+        calls.append(kwargs)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    x = torch.randn(2, 7, 32)
+    expected, _ = book(x, causal_mask(7))
+    output, _ = fast(x, causal_mask(7), need_weights=False, is_causal=True)
+    assert calls[-1] == {"is_causal": True}  # no mask tensor: FlashAttention stays possible on CUDA
+    assert torch.allclose(output, expected, atol=1e-6)
+    cache = KVCache(max_seq_len=7)  # with cached positions first, the hint is not enough: the mask is used
+    fast(x[:, :5], causal_mask(5), cache, need_weights=False, is_causal=True)
+    output, _ = fast(x[:, 5:], causal_mask(7)[5:], cache, need_weights=False, is_causal=True)
+    assert "attn_mask" in calls[-1] and torch.allclose(output, expected[:, 5:], atol=1e-6)

@@ -4,7 +4,9 @@ import contextlib
 
 import pytest
 import torch
+from torch import nn
 
+from tinytransformer.attention import causal_mask, scaled_dot_product_attention
 from tinytransformer.devices import NonFiniteError, autocast, select_device, watch_for_non_finite
 from tinytransformer.model import GPT
 
@@ -53,6 +55,42 @@ def test_injected_nan_is_reported_with_the_module_name(tiny_config):
         NonFiniteError, match=r"NaN in the output of module blocks\.1\.attn\.qkv_proj \(batch rows \[0, 1\]\)"
     ):
         model(torch.randint(0, 32, (2, 8)))
+
+
+class Attend(nn.Module):
+    """Returns ``(output, weights)`` like MultiHeadAttention, computed without a child module."""
+
+    def forward(self, x, mask):
+        return scaled_dot_product_attention(x, x, x, mask)
+
+
+class AttendThenProject(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attend = Attend()
+        self.project = nn.Linear(8, 8)
+
+    def forward(self, x, mask):
+        return self.project(self.attend(x, mask)[0])
+
+
+def test_nan_in_a_tuple_output_is_reported_by_the_module_that_returned_it():
+    model = AttendThenProject()
+    watch_for_non_finite(model)
+    mask = causal_mask(4)
+    mask[3] = False  # a fully masked row: NaN in both the output and the weights
+    with pytest.raises(NonFiniteError, match=r"^NaN in output 0 of module attend \(batch rows \[0, 1\]\)$"):
+        model(torch.randn(2, 4, 8), mask)
+
+
+def test_tuple_items_that_are_not_floating_point_tensors_are_ignored():
+    class Mixed(nn.Module):
+        def forward(self, x):
+            return x, None, torch.tensor([1, 2]), "label"
+
+    model = Mixed()
+    watch_for_non_finite(model)
+    assert model(torch.ones(2))[1] is None  # checked without complaint
 
 
 def test_infinite_gradient_is_reported_with_the_parameter_name(tiny_config):

@@ -203,6 +203,18 @@ def test_block_gradient_norms_gives_one_norm_per_block_and_keeps_the_random_stat
     assert torch.equal(norms, block_gradient_norms(tiny_config, batch_size=2))  # seeded: reproducible
 
 
+def test_fast_attention_model_trains_without_a_mask_tensor(tiny_config, monkeypatch):
+    calls, fused = [], F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):  # records how the fused kernel is called
+        calls.append(kwargs)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    GPT(GPTConfig(**{**vars(tiny_config), "fast_attention": True}))(torch.randint(0, 32, (2, 16)))
+    assert calls == [{"is_causal": True}] * tiny_config.n_layers
+
+
 def test_fast_attention_model_gives_the_same_logits_and_gradients(tiny_config):
     torch.manual_seed(0)
     book = GPT(tiny_config)

@@ -95,7 +95,12 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, kv_cache: "KVCache | None" = None, need_weights: bool = True
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        kv_cache: "KVCache | None" = None,
+        need_weights: bool = True,
+        is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from every position to the positions ``mask`` allows.
 
@@ -108,6 +113,9 @@ class MultiHeadAttention(nn.Module):
                 ``T_k = T_past + T`` of them. Without a cache, ``T_k = T``.
             need_weights: Return the attention weights. Without them, a model built with
                 ``fast_attention`` uses the fused kernel, which never forms the weights.
+            is_causal: A promise that ``mask`` is the plain causal triangle (``causal_mask(T)``, no
+                cached positions before it). The fused kernel then masks by itself
+                (``is_causal=True``) instead of reading ``mask``; the result is the same.
 
         Returns:
             ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T, T_k)``;
@@ -126,8 +134,12 @@ class MultiHeadAttention(nn.Module):
         q, k, v = qkv.transpose(1, 3).unbind(dim=2)  # (B, H, 3, T, d_head) -> 3 × (B, H, T, d_head)
         if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
             k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
+        attn_weights: Tensor | None = None  # the fused kernel never forms them
         if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel
-            heads, attn_weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+            if is_causal and k.shape[-2] == seq_len:  # no mask tensor: keeps FlashAttention available on CUDA
+                heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
         merged = heads.transpose(1, 2).reshape(batch_size, seq_len, self.d_model)  # (B, T, d_model)

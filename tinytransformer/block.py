@@ -43,7 +43,9 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.mlp = FeedForward(d_model, d_ff, dropout, bias, gelu_approximate)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, kv_cache: KVCache | None = None, is_causal: bool = False
+    ) -> Tensor:
         """Apply attention then the feed-forward network, each with a residual connection.
 
         Args:
@@ -51,12 +53,16 @@ class Block(nn.Module):
             mask: Boolean attention mask, ``True`` where attending is allowed (see
                 [`causal_mask`][tinytransformer.attention.causal_mask]).
             kv_cache: This block's cache of earlier keys and values, when generating (chapter 10).
+            is_causal: ``mask`` is the plain causal triangle; lets the fused kernel mask by itself
+                (chapter 4).
 
         Returns:
             The updated residual stream, same shape as ``x``.
         """
         if self.pre_norm:
-            x = x + self.attn(self.attn_norm(x), mask, kv_cache, need_weights=False)[0]  # (B, T, d_model)
+            attended, _ = self.attn(self.attn_norm(x), mask, kv_cache, need_weights=False, is_causal=is_causal)
+            x = x + attended  # (B, T, d_model)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attn_norm(x + self.attn(x, mask, kv_cache, need_weights=False)[0])
+        attended, _ = self.attn(x, mask, kv_cache, need_weights=False, is_causal=is_causal)
+        x = self.attn_norm(x + attended)
         return self.mlp_norm(x + self.mlp(x))

@@ -77,7 +77,7 @@ def _check_finite(tensor: Tensor, where: str) -> None:
 
 
 def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Check every module's output and every parameter's gradient for NaN or infinity.
+    """Check every module's output (each tensor of a tuple or list) and every parameter's gradient for NaN or infinity.
 
     Args:
         model: The model to watch.
@@ -89,8 +89,15 @@ def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHa
     for name, module in model.named_modules():
 
         def check_output(module: nn.Module, inputs: tuple, output, name: str = name or "model") -> None:
-            if isinstance(output, Tensor) and output.is_floating_point():
-                _check_finite(output, f"the output of module {name}")
+            if isinstance(output, Tensor):
+                outputs = {"the output": output}
+            elif isinstance(output, (tuple, list)):  # e.g. attention's (output, weights)
+                outputs = {f"output {i}": item for i, item in enumerate(output) if isinstance(item, Tensor)}
+            else:
+                return
+            for which, tensor in outputs.items():
+                if tensor.is_floating_point():
+                    _check_finite(tensor, f"{which} of module {name}")
 
         handles.append(module.register_forward_hook(check_output))
     for name, parameter in model.named_parameters():

@@ -134,8 +134,9 @@ class GPT(nn.Module):
         # (T, T_k): new positions see every earlier one; a single new token sees all, so needs no mask (chapter 10)
         mask = None if token_ids.shape[1] == 1 else self.mask[start_pos:end_pos, :end_pos]
         caches: list[KVCache | None] = list(kv_caches) if kv_caches is not None else [None] * len(self.blocks)
+        is_causal = start_pos == 0  # the mask is the plain triangle: the fused kernel may mask by itself (chapter 4)
         for block, kv_cache in zip(self.blocks, caches):
-            x = block(x, mask, kv_cache)  # (B, T, d_model)
+            x = block(x, mask, kv_cache, is_causal)  # (B, T, d_model)
         return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
 
     def init_weights(self) -> None:
