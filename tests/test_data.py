@@ -474,7 +474,7 @@ def test_a_damaged_token_cache_is_named_and_built_again(text_file, cache, capsys
 def test_partial_files_left_by_a_kill_are_swept_after_an_hour(text_file, cache):
     folder = cache / "tokens"
     folder.mkdir(parents=True)
-    old, recent = folder / "abc.bin.x1.part", folder / "abc.bin.x2.part"
+    old, recent = folder / ".abc.bin.x1.tmp", folder / ".abc.bin.x2.tmp"
     old.write_bytes(b"half")
     recent.write_bytes(b"being written by another process right now")
     os.utime(old, (time.time() - 7200, time.time() - 7200))

@@ -17,6 +17,7 @@ import torch
 from tinytransformer.cli import build_parser, main
 from tinytransformer.data import TokenData
 from tinytransformer.devices import NonFiniteError
+from tinytransformer.files import atomic_write
 from tinytransformer.model import GPTConfig
 from tinytransformer.tokenizer import get_tokenizer
 from tinytransformer.train import (
@@ -24,7 +25,6 @@ from tinytransformer.train import (
     TrainConfig,
     Trainer,
     _new_run_folder,
-    atomic_write,
     configure_optimizer,
     json_safe,
     learning_rate,

@@ -21,6 +21,7 @@ import regex
 import torch
 from tqdm import tqdm
 
+from tinytransformer.files import atomic_write
 from tinytransformer.tokenizer import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer, tokenizer_from_dict, tokenizer_name
 
 
@@ -260,23 +261,12 @@ def _cache_key(corpus_sha256: str, tokenizer: str | Tokenizer) -> str:
     return digest.hexdigest()[:32]
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
-
-
 def _read_cache(folder: Path, key: str) -> dict | None:
     """The description of a finished token cache; ``None`` if there is none, or it is damaged (then removed).
 
-    A kill while tokenizing leaves ``.part`` files: those more than an hour old are removed here too.
+    A kill while tokenizing leaves temporary files: those more than an hour old are removed here too.
     """
-    for stale in folder.glob("*.part"):
+    for stale in folder.glob(".*.tmp"):  # atomic_write's temporary files
         with contextlib.suppress(OSError):  # another process may remove it first
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink()
@@ -319,9 +309,9 @@ def _build_cache(files: list[Path], tokenizer: str | Tokenizer, key: str, folder
                 counts["n_tokens"] += len(ids)
                 counts["n_chars"] += len(piece)
 
-    _write_atomically(folder / f"{key}.bin", write_tokens)
+    atomic_write(folder / f"{key}.bin", write_tokens)
     meta = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict(), "dtype": np.dtype(dtype).name, **counts}
-    _write_atomically(folder / f"{key}.json", lambda file: file.write(json.dumps(meta).encode()))
+    atomic_write(folder / f"{key}.json", lambda file: file.write(json.dumps(meta).encode()))
     seconds = max(time.perf_counter() - start, 1e-6)
     print(
         f"tokenized {size:,} bytes into {counts['n_tokens']:,} tokens ({tokenizer.name}) in {seconds:.2f} s "

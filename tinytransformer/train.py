@@ -4,11 +4,9 @@
 
 import argparse
 import contextlib
-import errno
 import inspect
 import json
 import math
-import os
 import re
 import signal
 import sys
@@ -19,7 +17,6 @@ import typing
 from collections.abc import Callable, Iterator
 from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +28,7 @@ from tqdm import tqdm
 from tinytransformer.data import TokenData, add_data_arguments, get_batch, load_token_data
 from tinytransformer.devices import NonFiniteError, autocast, synchronize, watch_for_non_finite
 from tinytransformer.distributed import Distributed, all_reduce_mean, any_rank, init_distributed, shutdown
+from tinytransformer.files import atomic_write, disk_full
 from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import DEFAULT_TOKENIZER, Tokenizer, tokenizer_from_dict
 
@@ -405,7 +403,7 @@ class Trainer:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
                 file.writelines(json.dumps(json_safe(record)) + "\n" for record in records)
         except OSError as error:
-            if _disk_full(error):
+            if disk_full(error):
                 raise ValueError(f"no space left in {self.out_dir} while appending to metrics.jsonl; free some "
                                  "space and continue with --resume from the last checkpoint") from None
             raise
@@ -432,44 +430,8 @@ class Trainer:
             plot_losses(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write a file so that ``path`` always holds either its old content or the complete new one.
-
-    Args:
-        path: The file to write.
-        write: Fills the open (binary) temporary file, e.g. ``lambda file: torch.save(state, file)``.
-
-    Raises:
-        ValueError: If the disk is full; nothing is left behind and ``path`` is unchanged.
-    """
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if _disk_full(error):
-            raise ValueError(
-                f"no space left in {path.parent} while writing {path.name}; free some space "
-                "(the previous version of the file is intact)"
-            ) from None
-        raise
-
-
-def _disk_full(error: BaseException | None) -> bool:
-    """Whether ``error``, or an error it was raised from, is "no space left on device"."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 def save_atomically(state: dict, path: Path) -> None:
-    """``torch.save`` through [`atomic_write`][tinytransformer.train.atomic_write]."""
+    """``torch.save`` through [`atomic_write`][tinytransformer.files.atomic_write]."""
     atomic_write(path, lambda file: torch.save(state, file))
 
 
