@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import tinytransformer.data as data_module
+from tinytransformer.commands.options import add_data_arguments
 from tinytransformer.data import (
     DOWNLOADS,
     TokenData,
-    add_data_arguments,
     book_chapters,
     corpus_documents,
     corpus_text,

@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tinytransformer.checkpoint import load_model
 from tinytransformer.data import TokenData
 from tinytransformer.distributed import Distributed, init_distributed
 from tinytransformer.model import GPTConfig
 from tinytransformer.tokenizer import get_tokenizer
-from tinytransformer.train import TrainConfig, Trainer, load_model
+from tinytransformer.train import TrainConfig, Trainer
 
 TEXT = "to be or not to be, that is the question. " * 40
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from tinytransformer import generation
 from tinytransformer.attention import KVCache
 from tinytransformer.cli import main
+from tinytransformer.commands import generate as generate_command
 from tinytransformer.data import TokenData
 from tinytransformer.generation import (
     check_generation_options,
@@ -493,7 +493,7 @@ def test_streaming_never_prints_half_a_character(capsys, monkeypatch):
     def fake_generate_tokens(model, token_ids, max_new_tokens, **options):
         yield from (torch.tensor([[i]]) for i in ids)
 
-    monkeypatch.setattr(generation, "generate_tokens", fake_generate_tokens)
+    monkeypatch.setattr(generate_command, "generate_tokens", fake_generate_tokens)
     writes = []
 
     class Recorder(io.StringIO):
@@ -503,7 +503,7 @@ def test_streaming_never_prints_half_a_character(capsys, monkeypatch):
 
     out = Recorder()
     model = GPT(GPTConfig(vocab_size=8, max_seq_len=4, d_model=8, n_layers=1, n_heads=1))
-    generation._write_samples(model, tokenizer, "Look: ", [1], len(ids), 1, True, out, use_cache=True)
+    generate_command._write_samples(model, tokenizer, "Look: ", [1], len(ids), 1, True, out, use_cache=True)
     assert out.getvalue() == "Look: " + text + "\n"
     assert len(writes) > 3 and not any("\ufffd" in piece for piece in writes)
 
@@ -591,12 +591,12 @@ def test_a_folder_or_a_text_file_given_as_checkpoint_is_named_as_such(tmp_path, 
 
 
 def test_streaming_decodes_each_token_about_once(checkpoint, monkeypatch):
-    from tinytransformer.train import load_model
+    from tinytransformer.checkpoint import load_model
 
     model, tokenizer = load_model(checkpoint)
     decoded = []
     original = tokenizer.decode
     monkeypatch.setattr(tokenizer, "decode", lambda ids: decoded.append(len(ids)) or original(ids))
     out = io.StringIO()
-    generation._write_samples(model, tokenizer, "the", tokenizer.encode("the"), 200, 1, True, out, greedy=True)
+    generate_command._write_samples(model, tokenizer, "the", tokenizer.encode("the"), 200, 1, True, out, greedy=True)
     assert len(out.getvalue()) > 200 and sum(decoded) <= 2 * 200  # re-decoding everything would be ~20,000

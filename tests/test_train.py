@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from tinytransformer.checkpoint import load_checkpoint, load_model, write_checkpoint
 from tinytransformer.cli import build_parser, main
+from tinytransformer.commands.train import _new_run_folder, lock_run_folder
 from tinytransformer.data import TokenData
 from tinytransformer.devices import NonFiniteError
 from tinytransformer.files import atomic_write
@@ -24,15 +26,10 @@ from tinytransformer.train import (
     PRESETS,
     TrainConfig,
     Trainer,
-    _new_run_folder,
     configure_optimizer,
     json_safe,
     learning_rate,
-    load_checkpoint,
-    load_model,
-    lock_run_folder,
     read_metrics,
-    save_atomically,
 )
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
@@ -235,7 +232,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
 
 
 def test_foreign_checkpoint_names_what_is_missing(tmp_path):
-    save_atomically({"model": {}}, tmp_path / "other.pt")
+    write_checkpoint({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a tinytransformer checkpoint: it lacks format, model_config"):
         load_checkpoint(tmp_path / "other.pt")
 
@@ -612,7 +609,7 @@ def test_a_full_disk_inside_torch_save_is_reported_as_a_full_disk(tmp_path, monk
 
     monkeypatch.setattr(torch, "save", torch_save_failing)
     with pytest.raises(ValueError, match="no space left in"):
-        save_atomically({"step": 1}, tmp_path / "checkpoint.pt")
+        write_checkpoint({"step": 1}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -640,7 +637,7 @@ def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     with torch.no_grad():  # what a far too high learning rate does to the weights, one step later
         state["model"]["embeddings.token_embedding.weight"] *= 1e38
     (tmp_path / "diverging").mkdir()
-    save_atomically(state, tmp_path / "diverging" / "checkpoint.pt")
+    write_checkpoint(state, tmp_path / "diverging" / "checkpoint.pt")
     last_good = (tmp_path / "diverging" / "checkpoint.pt").read_bytes()
     capsys.readouterr()
     assert cli_train("--resume", str(tmp_path / "diverging" / "checkpoint.pt"), "--max-steps", "6") == 2
@@ -714,7 +711,7 @@ def test_an_interrupt_outside_training_exits_130_without_a_traceback(corpus, cap
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tinytransformer.train.load_token_data", interrupted)
+    monkeypatch.setattr("tinytransformer.commands.train.load_token_data", interrupted)
     assert cli_train("--data", str(corpus)) == 130
     assert capsys.readouterr().err == "tinytransformer train: interrupted\n"
 

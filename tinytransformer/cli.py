@@ -4,27 +4,12 @@
 
 import argparse
 import sys
-from pathlib import Path
 
-from tinytransformer.bench import add_bench_command
-from tinytransformer.figures import add_figures_command
-from tinytransformer.generation import add_generate_command
-from tinytransformer.tangle import tangle
-from tinytransformer.train import add_train_command
-
-
-def run_tangle(args: argparse.Namespace) -> int:
-    """``tinytransformer tangle``: regenerate the package from the book, or check that it matches."""
-    root = args.root
-    if not (root / "book").is_dir():
-        raise ValueError(f"no book/ folder in {root.resolve()}; run from the repository root or pass --root")
-    messages = tangle(root, check=args.check)
-    for message in messages:
-        print(message)
-    if args.check and messages:
-        print("the package differs from the book: run `tinytransformer tangle`", file=sys.stderr)
-        return 1
-    return 0
+from tinytransformer.commands.bench import add_bench_command
+from tinytransformer.commands.figures import add_figures_command
+from tinytransformer.commands.generate import add_generate_command
+from tinytransformer.commands.tangle import add_tangle_command
+from tinytransformer.commands.train import add_train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,18 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The GPT-style transformer of the book 'Transformer from Scratch'.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    tangle_parser = commands.add_parser(
-        "tangle",
-        help="regenerate the package from the book's code blocks",
-        description="Write every tinytransformer/*.py file from the titled code blocks in book/.",
-    )
-    tangle_parser.add_argument("--check", action="store_true", help="write nothing; list differences and exit 1 if any")
-    tangle_parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
-    tangle_parser.set_defaults(run=run_tangle)
-    add_train_command(commands)
-    add_generate_command(commands)
-    add_bench_command(commands)
-    add_figures_command(commands)
+    for add_command in (add_tangle_command, add_train_command, add_generate_command, add_bench_command,
+                        add_figures_command):
+        add_command(commands)
     return parser
 
 

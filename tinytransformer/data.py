@@ -2,7 +2,6 @@
 #   book/07-tokens.md
 """Corpora, the token cache on disk, and training batches (chapter 7)."""
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -399,27 +398,3 @@ def get_batch(
     if torch.device(device).type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
-
-
-def _tokenizer_argument(spec: str) -> str:
-    try:
-        return tokenizer_name(spec)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--data`` and ``--tokenizer`` to a command's parser (both default to ``None``)."""
-    parser.add_argument(
-        "--data",
-        metavar="PATH|NAME",
-        help="the corpus: a UTF-8 text file, a folder of .txt/.md files, or a named corpus: book (this book, "
-        f"shipped with the package; the default) or {', '.join(DOWNLOADS)} (downloaded once)",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        metavar="SPEC",
-        type=_tokenizer_argument,
-        help=f"char, bpe (= {DEFAULT_TOKENIZER}), bpe:VOCAB_SIZE (char and bpe are trained on the corpus), or a "
-        "tiktoken encoding such as p50k_base or gpt2 (downloaded once; set TIKTOKEN_CACHE_DIR to use a cache)",
-    )

@@ -2,7 +2,6 @@
 #   book/appendix-figures.md
 """The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
 
-import argparse
 import functools
 import io
 import math
@@ -101,27 +100,6 @@ def write_figures(out_dir: Path, names: list[str] | None = None) -> list[str]:
             path.write_bytes(svg)
             messages.append(f"wrote {path}")
     return messages
-
-
-def run_figures(args: argparse.Namespace) -> int:
-    """``tinytransformer figures``: redraw the book's figures."""
-    for message in write_figures(args.out, args.names or None):
-        print(message)
-    return 0
-
-
-def add_figures_command(commands: argparse._SubParsersAction) -> None:
-    """Register ``tinytransformer figures`` with the command line's sub-commands."""
-    parser = commands.add_parser(
-        "figures",
-        help="redraw the book's figures",
-        description="Draw the book's figures from the package and write them as SVG files. "
-        f"The figures: {', '.join(sorted(FIGURES))}.",
-    )
-    parser.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("book/figures"),
-                        help="folder to write into (default: book/figures)")
-    parser.set_defaults(run=run_figures)
 
 
 @figure("causal-mask")

@@ -1,0 +1,123 @@
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/08-training.md
+"""Checkpoints: the file format, writing it atomically, reading it back with every check (chapter 8)."""
+
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from tinytransformer.files import atomic_write
+from tinytransformer.model import GPT, GPTConfig
+from tinytransformer.tokenizer import Tokenizer, tokenizer_from_dict
+
+
+def write_checkpoint(state: dict, path: Path) -> None:
+    """``torch.save`` through [`atomic_write`][tinytransformer.files.atomic_write]."""
+    atomic_write(path, lambda file: torch.save(state, file))
+
+
+CHECKPOINT_FORMAT = "tinytransformer-checkpoint-1"
+CHECKPOINT_FIELDS = {"format": str, "model_config": dict, "train_config": dict, "tokenizer": dict, "data_source": str,
+                     "model": dict, "optimizer": dict, "step": int, "max_steps": int, "losses": dict, "rng": dict}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by the trainer, with only tensors and plain types inside.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The checkpoint's contents.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If the file is truncated, corrupt, or not a tinytransformer checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the checkpoint file in it, e.g. {path / 'checkpoint.pt'}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `tinytransformer train --out DIR`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, text, random bytes: all unreadable
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (not written by torch.save, or cut short): "
+                         f"{reason}") from None
+    missing = [key for key in CHECKPOINT_FIELDS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a tinytransformer checkpoint: it lacks {', '.join(missing)}")
+    wrong = [f"{key} is {type(state[key]).__name__}, not {kind.__name__}" for key, kind in CHECKPOINT_FIELDS.items()
+             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if wrong:
+        raise ValueError(f"{path} is damaged: {'; '.join(wrong)}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} has the format {state['format']!r}, and this version of tinytransformer reads "
+                         f"{CHECKPOINT_FORMAT!r}: a checkpoint from a newer version? Upgrade tinytransformer")
+    if not 0 <= state["step"] <= state["max_steps"]:
+        raise ValueError(f"{path} is damaged: step {state['step']} is not between 0 and max_steps {state['max_steps']}")
+    return state
+
+
+def config_from_checkpoint(config_class: type, values: dict, path: Path) -> typing.Any:
+    """Build ``GPTConfig`` or ``TrainConfig`` from a checkpoint's values, with a message for every failure.
+
+    Raises:
+        ValueError: For a field this version does not know (a newer checkpoint), or an impossible value.
+    """
+    unknown = sorted(set(values) - {f.name for f in fields(config_class)})
+    if unknown:
+        raise ValueError(f"{path}: {config_class.__name__} has no field {', '.join(map(repr, unknown))}; the "
+                         "checkpoint comes from a newer version of tinytransformer: upgrade it")
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: the stored {config_class.__name__} is damaged: {error}") from None
+
+
+def tokenizer_from_checkpoint(state: dict, model_config: GPTConfig, path: Path) -> Tokenizer:
+    """The checkpoint's tokenizer, checked against the model's vocabulary.
+
+    Raises:
+        ValueError: If the description is damaged or its vocabulary is not the model's.
+    """
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except ValueError as error:
+        raise ValueError(f"{path}: the stored tokenizer is damaged: {error}") from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ValueError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
+    return tokenizer
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
+    """Rebuild the trained model and its tokenizer from a checkpoint (no corpus needed).
+
+    Args:
+        path: The checkpoint file.
+        device: Where to put the model.
+
+    Returns:
+        ``(model, tokenizer)``, the model in evaluation mode.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If the checkpoint is unreadable, or its weights do not fit its configuration or are not finite.
+    """
+    state = load_checkpoint(path)
+    model_config = config_from_checkpoint(GPTConfig, state["model_config"], Path(path))
+    tokenizer = tokenizer_from_checkpoint(state, model_config, Path(path))
+    model = GPT(model_config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from None
+    broken = [name for name, weight in model.state_dict().items() if not torch.isfinite(weight).all()]
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite weights (in {', '.join(broken[:3])}, …): it comes from a "
+                         "run that diverged; use an earlier checkpoint")
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,323 @@
+# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+#   book/08-training.md
+"""``tinytransformer train`` (chapter 8): flags from the configurations, presets, resuming, the run folder."""
+
+import argparse
+import contextlib
+import inspect
+import json
+import re
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from dataclasses import Field, asdict, fields
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+
+from tinytransformer.checkpoint import config_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+from tinytransformer.commands.options import add_data_arguments, add_device_argument
+from tinytransformer.data import TokenData, load_token_data
+from tinytransformer.devices import synchronize
+from tinytransformer.distributed import Distributed, init_distributed, shutdown
+from tinytransformer.files import atomic_write
+from tinytransformer.model import GPTConfig
+from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, read_metrics
+
+MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
+TRAIN_FLAGS = list(fields(TrainConfig))
+
+
+def field_descriptions(config_class: type) -> dict[str, str]:
+    """Each field's description, read from the ``Attributes:`` section of the class's docstring."""
+    attributes = (inspect.getdoc(config_class) or "").split("Attributes:\n", 1)[-1].split("\n\n", 1)[0]
+    descriptions: dict[str, str] = {}
+    name = ""
+    for line in attributes.splitlines():
+        match = re.fullmatch(r" {4}(\w+): (.*)", line)
+        if match:
+            name, descriptions[name] = match.groups()
+        elif name:  # a continuation line of the field above
+            descriptions[name] += " " + line.strip()
+    return {name: text.replace("``", "") for name, text in descriptions.items()}
+
+
+def _flag_type(config_class: type, name: str) -> type:
+    """The field's annotation, without ``| None``: ``int``, ``float``, ``str`` or ``bool``."""
+    annotation = typing.get_type_hints(config_class)[name]
+    return (
+        next(t for t in typing.get_args(annotation) if t is not type(None))
+        if typing.get_args(annotation)
+        else annotation
+    )
+
+
+def _preset_values(flag: Field, part: str) -> str:
+    """``presets: default 0.002, seed 0.0001, …`` — the field's value in each preset."""
+
+    def show(value) -> str:
+        return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value).lower()
+
+    values = {name: show(getattr(preset, part).get(flag.name, flag.default)) for name, preset in PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return f"every preset: {values['default']}"
+    return "presets: " + ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def _add_config_flags(group: argparse._ArgumentGroup, config_class: type, flags: list[Field], part: str) -> None:
+    descriptions = field_descriptions(config_class)
+    for flag in flags:
+        kind = _flag_type(config_class, flag.name)
+        help_text = f"{descriptions[flag.name].rstrip('.')} ({_preset_values(flag, part)})".replace("%", "%%")
+        name = "--" + flag.name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(name, type=kind, metavar=kind.__name__.upper(), help=help_text)
+
+
+PRECEDENCE = (
+    "Values are decided in this order, later wins: built-in defaults < --preset < the checkpoint of "
+    "--resume < the flags you type. --max-steps replaces a preset's --epochs, and the other way round."
+)
+
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``tinytransformer train``."""
+    parser = commands.add_parser(
+        "train",
+        help="train a model on a corpus",
+        description="Train a GPT on the embedded corpus (this book), a named corpus, or your own text. " + PRECEDENCE,
+    )
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--preset", default="default", help=f"starting configuration: {', '.join(PRESETS)} (default: default)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folder for checkpoint.pt, metrics.jsonl and loss.png "
+        "(default: runs/PRESET-TIME; with --resume, the checkpoint's folder)",
+    )
+    add_device_argument(parser)
+    parser.add_argument(
+        "--mps", action="store_true", help="train on the Apple GPU (same as --device mps; see chapter 9)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="synchronise every step and stop at the first NaN/Inf, naming the module"
+    )
+    parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue training from this checkpoint")
+    parser.add_argument("--new-data", action="store_true",
+                        help="with --resume: continue on a corpus other than the checkpoint's, or one that changed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration, parameters, tokens per step, steps and the time of "
+        "one step on this machine as JSON, then exit without training",
+    )
+    _add_config_flags(parser.add_argument_group("architecture (see GPTConfig)"), GPTConfig, MODEL_FLAGS, "model")
+    _add_config_flags(parser.add_argument_group("training (see TrainConfig)"), TrainConfig, TRAIN_FLAGS, "train")
+    parser.set_defaults(run=run_train)
+
+
+def resolve_train_config(base: dict, typed: dict) -> TrainConfig:
+    """The training configuration: ``base`` (a preset's or a checkpoint's values) under the typed flags.
+
+    Args:
+        base: Field values from the preset or the checkpoint.
+        typed: Field values of the flags the reader typed.
+
+    Returns:
+        The configuration; a typed ``max_steps`` clears the base's ``epochs`` and vice versa.
+
+    Raises:
+        ValueError: If both ``max_steps`` and ``epochs`` were typed, or a value is out of range.
+    """
+    if "max_steps" in typed and "epochs" in typed:
+        raise ValueError("--max-steps and --epochs both set the length of the run; drop one of them")
+    if "max_steps" in typed:
+        base = {**base, "epochs": None}
+    return TrainConfig(**{**base, **typed})
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``tinytransformer train``: returns the exit status (130 or 143 when stopped by a signal)."""
+    model_typed = {f.name: getattr(args, f.name) for f in MODEL_FLAGS if getattr(args, f.name) is not None}
+    train_typed = {f.name: getattr(args, f.name) for f in TRAIN_FLAGS if getattr(args, f.name) is not None}
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    distributed, device = init_distributed("mps" if args.mps else args.device)
+    try:
+        return _train(args, model_typed, train_typed, distributed, device)
+    finally:
+        shutdown(distributed)
+
+
+def _resolve(
+    args: argparse.Namespace, model_typed: dict, train_typed: dict
+) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None]:
+    """Defaults < preset < checkpoint < typed flags: the two configurations, the data and the checkpoint."""
+    if not args.resume:
+        preset = PRESETS[args.preset]
+        data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
+        model_config = GPTConfig(**{**preset.model, **model_typed, "vocab_size": data.tokenizer.vocab_size})
+        return model_config, resolve_train_config(preset.train, train_typed), data, None
+    state = load_checkpoint(args.resume)
+    _refuse_changes("architecture", state["model_config"], model_typed, args.resume)
+    model_config = config_from_checkpoint(GPTConfig, state["model_config"], args.resume)
+    config_from_checkpoint(TrainConfig, state["train_config"], args.resume)  # refuses unknown or damaged fields
+    tokenizer = tokenizer_from_checkpoint(state, model_config, args.resume)
+    if args.tokenizer is not None and args.tokenizer != tokenizer.name:
+        raise ValueError(
+            f"{args.resume} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
+            "drop --tokenizer or start a new run"
+        )
+    if args.data is None:
+        print(f"reading the corpus the checkpoint was trained on: {state['data_source']}", file=sys.stderr)
+    data = load_token_data(args.data or state["data_source"], tokenizer=tokenizer)
+    if state.get("data_sha256", data.corpus_sha256) != data.corpus_sha256 and not args.new_data:
+        raise ValueError(f"{data.source} is not the text {args.resume} was trained on (another corpus, or it changed "
+                         "since); to continue training on it deliberately, add --new-data")
+    return model_config, resolve_train_config(state["train_config"], train_typed), data, state
+
+
+def _train(
+    args: argparse.Namespace, model_typed: dict, train_typed: dict, distributed: Distributed, device: torch.device
+) -> int:
+    model_config, config, data, state = _resolve(args, model_typed, train_typed)
+    if args.print_config:
+        print(json.dumps(_describe_run(args, model_config, config, data, device), indent=2))
+        return 0
+    out_dir = args.out or (args.resume.parent if args.resume else _new_run_folder(args.preset))
+    with lock_run_folder(out_dir) if distributed.is_main else contextlib.nullcontext():
+        if distributed.is_main:
+            _check_run_folder(out_dir, args.resume)
+        trainer = Trainer(
+            model_config,
+            config,
+            data,
+            out_dir=out_dir,
+            device=device,
+            debug=args.debug,
+            progress=not args.no_progress,
+            distributed=distributed,
+        )
+        if state is not None:
+            planned_steps = trainer.max_steps  # from the configuration, typed flags included
+            trainer.load_state_dict(state)
+            if {"max_steps", "epochs"} & train_typed.keys():
+                trainer.max_steps = planned_steps
+            if distributed.is_main:
+                _forget_metrics_after(out_dir / "metrics.jsonl", trainer.step)
+        if distributed.is_main:
+            run = {
+                "preset": args.preset,
+                "resume": str(args.resume) if args.resume else None,
+                "data": data.source,
+                "tokenizer": data.tokenizer.name,
+                "model": asdict(model_config),
+                "train": asdict(config),
+            }
+            atomic_write(out_dir / "config.json", lambda file: file.write(json.dumps(run, indent=2).encode()))
+            print(
+                f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} "
+                f"with {data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), "
+                f"global batch {trainer.tokens_per_step:,} tokens, into {out_dir}",
+                file=sys.stderr,
+            )
+        losses = trainer.fit()
+    if distributed.is_main:
+        print(json.dumps(json_safe({"step": trainer.step, **losses, "checkpoint": str(out_dir / "checkpoint.pt")})))
+    return 128 + trainer.stop_signal if trainer.stop_signal else 0
+
+
+def _describe_run(
+    args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData, device: torch.device
+) -> dict:
+    """The effective configuration, and the size and speed of a step measured on this machine."""
+    trainer = Trainer(model_config, config, data, device=device, progress=False)
+    trainer.train_step()  # warm-up
+    started = time.perf_counter()
+    trainer.train_step()
+    synchronize(trainer.device)
+    return {
+        "preset": args.preset,
+        "resume": str(args.resume) if args.resume else None,
+        "data": data.source,
+        "tokenizer": data.tokenizer.name,
+        "model": asdict(model_config),
+        "train": asdict(config),
+        "parameters": trainer.model.num_parameters(),
+        "tokens_per_step": trainer.tokens_per_step,
+        "steps": trainer.max_steps,
+        "seconds_per_step": round(time.perf_counter() - started, 4),
+    }
+
+
+@contextlib.contextmanager
+def lock_run_folder(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder (``.lock`` inside it) for as long as the block runs.
+
+    Raises:
+        ValueError: If another run holds it.
+    """
+    prepare_out_dir(out_dir)
+    lock = FileLock(out_dir / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(
+            f"another run is using {out_dir} (it holds {out_dir / '.lock'}); wait for it to "
+            "finish, or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _new_run_folder(preset: str) -> Path:
+    """``runs/PRESET-TIME``, with ``-2``, ``-3``, … when a run started in the same second took it."""
+    name = Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, suffix = name, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)  # atomic: exactly one run creates each name
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = name.with_name(f"{name.name}-{suffix}")
+
+
+def _forget_metrics_after(path: Path, step: int) -> None:
+    """Drop the records a killed run logged after its last checkpoint (and a torn last line)."""
+    if path.exists():
+        kept = "".join(json.dumps(record) + "\n" for record in read_metrics(path, up_to_step=step))
+        atomic_write(path, lambda file: file.write(kept.encode()))
+
+
+def _check_run_folder(out_dir: Path, resume: Path | None) -> None:
+    """A new run needs a folder without a run in it; a resumed run, the checkpoint's own folder or an empty one."""
+    existing = [name for name in ("checkpoint.pt", "metrics.jsonl") if (out_dir / name).exists()]
+    if resume is not None and out_dir.resolve() == resume.resolve().parent:
+        return
+    if existing:
+        what = (
+            "continue it with --resume, or choose another --out"
+            if resume is None
+            else f"resume into {resume.parent} (the checkpoint's folder) or into an empty --out"
+        )
+        raise ValueError(f"{out_dir} already holds {' and '.join(existing)} of another run; {what}")
+
+
+def _refuse_changes(what: str, stored: dict, requested: dict, path: Path) -> None:
+    differences = [
+        f"{name} {stored[name]} (checkpoint) vs {value} (asked)"
+        for name, value in requested.items()
+        if stored.get(name) != value
+    ]
+    if differences:
+        raise ValueError(f"--resume {path}: the {what} differs: {'; '.join(differences)}; resume without those flags")
