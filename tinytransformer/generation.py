@@ -1,17 +1,20 @@
 # Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
 #   book/10-generation.md
-"""Generating text: sampling, the generation loop with its KV cache, ``tinytransformer generate`` (chapter 10)."""
+"""Generating text: sampling and the generation loop with its KV cache (chapter 10)."""
 
 import time
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from tinytransformer.attention import KVCache
 from tinytransformer.devices import synchronize
-from tinytransformer.model import GPT
 from tinytransformer.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # for the type hints only: the model imports this module (GPT.generate)
+    from tinytransformer.model import GPT
 
 
 def top_k_filter(logits: Tensor, top_k: int) -> Tensor:
@@ -113,7 +116,7 @@ def sample_next_token(
 
 
 def generate_tokens(
-    model: GPT,
+    model: "GPT",
     token_ids: Tensor,
     max_new_tokens: int,
     *,
@@ -187,7 +190,7 @@ def generate_tokens(
 
 
 def tokens_per_second(
-    model: GPT, max_new_tokens: int, use_cache: bool = True, prompt_len: int = 1, batch_size: int = 1
+    model: "GPT", max_new_tokens: int, use_cache: bool = True, prompt_len: int = 1, batch_size: int = 1
 ) -> float:
     """Measure generation speed: greedy decoding after a prompt of random tokens.
 

@@ -194,7 +194,7 @@ class GPT(nn.Module):
             ValueError: If the prompt is empty or not ``(B, T)``, ``max_new_tokens < 1``,
                 ``temperature <= 0`` when sampling, ``top_k < 1`` or ``top_p`` outside ``(0, 1]``.
         """
-        from tinytransformer.generation import generate_tokens  # chapter 10 (a top-level import would be circular)
+        from tinytransformer.generation import generate_tokens  # chapter 10, imported when first used
 
         new_tokens = generate_tokens(
             self, token_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
