@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from tinytransformer.checkpoint import load_model
 from tinytransformer.data import TokenData
 from tinytransformer.distributed import Distributed, init_distributed
-from tinytransformer.model import GPTConfig
+from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import get_tokenizer
 from tinytransformer.train import TrainConfig, Trainer
 
@@ -27,7 +27,8 @@ def make_trainer(out_dir: Path, batch_size: int, distributed: Distributed | None
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)
     config = TrainConfig(batch_size=batch_size, grad_accum_steps=2, max_steps=6, warmup_steps=2, log_interval=1,
                          eval_interval=3, eval_batches=2, sample_tokens=0)
-    return Trainer(model_config, config, data, out_dir=out_dir, progress=False, distributed=distributed)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    return Trainer(GPT(model_config), config, data, out_dir=out_dir, progress=False, distributed=distributed)
 
 
 def logged_losses(out_dir: Path) -> list[float]:

@@ -387,9 +387,8 @@ def checkpoint(tmp_path_factory):
     tokens = np.array(tokenizer.encode(TEXT), dtype=np.uint16)
     data = TokenData(train=tokens[:1500], val=tokens[1500:], tokenizer=tokenizer, source="test text")
     config = GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)
-    trainer = Trainer(
-        config, TrainConfig(batch_size=2, max_steps=1), data, tmp_path_factory.mktemp("run"), progress=False
-    )
+    trainer = Trainer(GPT(config), TrainConfig(batch_size=2, max_steps=1), data, tmp_path_factory.mktemp("run"),
+                      progress=False)
     return trainer.save_checkpoint()
 
 

@@ -344,3 +344,32 @@ def test_a_config_json_that_is_not_an_object_is_named(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="holds a JSON list, not the object of settings"):
         load_gpt2(tmp_path)
+
+
+def test_the_trainer_trains_a_loaded_gpt2_and_generate_reads_its_checkpoint(tmp_path, capsys):
+    import numpy as np
+
+    from tinytransformer.cli import main
+    from tinytransformer.data import TokenData
+    from tinytransformer.tokenizer import get_tokenizer
+    from tinytransformer.train import TrainConfig, Trainer
+
+    text = "to be or not to be, that is the question. " * 40
+    tokenizer = get_tokenizer("char", text)
+    tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
+    data = TokenData(train=tokens[:1500], val=tokens[1500:], tokenizer=tokenizer, source="test text")
+    random_gpt2(vocab_size=tokenizer.vocab_size, n_positions=16).save_pretrained(tmp_path / "pretrained")
+    model = load_gpt2(tmp_path / "pretrained")
+    loaded = {name: weight.clone() for name, weight in model.state_dict().items()}
+    config = TrainConfig(batch_size=8, max_steps=20, warmup_steps=2, learning_rate=3e-3, eval_interval=20,
+                         eval_batches=2, sample_tokens=0)
+    trainer = Trainer(model, config,
+                      data, out_dir=tmp_path / "run", progress=False)
+    before = trainer.evaluate()["val"]
+    losses = trainer.fit()
+    assert trainer.model is model and not torch.equal(model.state_dict()["blocks.0.mlp.fc_in.weight"],
+                                                      loaded["blocks.0.mlp.fc_in.weight"])  # trained in place
+    assert losses["val"] < before - 0.1
+    assert main(["generate", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--prompt", "to be",
+                 "--max-new-tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("to be")

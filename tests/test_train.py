@@ -20,7 +20,7 @@ from tinytransformer.commands.train import _new_run_folder, lock_run_folder
 from tinytransformer.data import TokenData
 from tinytransformer.devices import NonFiniteError
 from tinytransformer.files import atomic_write
-from tinytransformer.model import GPTConfig
+from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import get_tokenizer
 from tinytransformer.train import (
     PRESETS,
@@ -33,6 +33,12 @@ from tinytransformer.train import (
 )
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+
+
+def new_trainer(model_config: GPTConfig, config: TrainConfig, data: TokenData, *args, **options) -> Trainer:
+    """A trainer of a model freshly initialised from ``config.seed``, as `tinytransformer train` builds one."""
+    torch.manual_seed(config.seed)
+    return Trainer(GPT(model_config), config, data, *args, **options)
 
 
 @pytest.fixture
@@ -106,16 +112,16 @@ def test_context_longer_than_the_data_is_refused(data):
     with pytest.raises(
         ValueError, match=r"validation split has \d+ tokens, fewer than one window of max_seq_len \+ 1 = 513"
     ):
-        Trainer(config, TrainConfig(), data, progress=False)
+        new_trainer(config, TrainConfig(), data, progress=False)
 
 
 def test_vocab_size_must_match_the_tokenizer(data):
     with pytest.raises(ValueError, match="vocab_size"):
-        Trainer(GPTConfig(vocab_size=7, max_seq_len=8, d_model=16, n_layers=1, n_heads=2), TrainConfig(), data)
+        new_trainer(GPTConfig(vocab_size=7, max_seq_len=8, d_model=16, n_layers=1, n_heads=2), TrainConfig(), data)
 
 
 def test_training_lowers_the_validation_loss(data, model_config):
-    trainer = Trainer(
+    trainer = new_trainer(
         model_config, TrainConfig(batch_size=8, max_steps=80, learning_rate=3e-3, warmup_steps=5), data, progress=False
     )
     before = trainer.evaluate()["val"]
@@ -126,8 +132,8 @@ def test_training_lowers_the_validation_loss(data, model_config):
 
 def test_gradient_accumulation_equals_one_large_batch(data, model_config):
     model_config = GPTConfig(**{**vars(model_config), "dropout": 0.0})
-    big = Trainer(model_config, TrainConfig(batch_size=8, max_steps=3, grad_clip=0), data, progress=False)
-    small = Trainer(
+    big = new_trainer(model_config, TrainConfig(batch_size=8, max_steps=3, grad_clip=0), data, progress=False)
+    small = new_trainer(
         model_config, TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=3, grad_clip=0), data, progress=False
     )
     big_losses = [big.train_step().item() for _ in range(3)]
@@ -138,18 +144,18 @@ def test_gradient_accumulation_equals_one_large_batch(data, model_config):
 
 
 def test_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit(tmp_path, data, model_config, config):
-    straight = Trainer(model_config, config, data, progress=False)
+    straight = new_trainer(model_config, config, data, progress=False)
     expected = [straight.train_step().item() for _ in range(12)]
-    first = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    first = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     first.fit(steps=7)
-    resumed = Trainer(model_config, config, data, progress=False)
+    resumed = new_trainer(model_config, config, data, progress=False)
     resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt"))
     assert resumed.step == 7
     assert [resumed.train_step().item() for _ in range(5)] == expected[7:]
 
 
 def test_fit_writes_metrics_plot_and_checkpoint(tmp_path, data, model_config, config):
-    losses = Trainer(model_config, config, data, out_dir=tmp_path, progress=False).fit()
+    losses = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False).fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 12]
@@ -159,7 +165,7 @@ def test_fit_writes_metrics_plot_and_checkpoint(tmp_path, data, model_config, co
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_model_and_tokenizer(tmp_path, data, model_config, config):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     trainer.train_step()
     path = trainer.save_checkpoint()
     state = torch.load(path, weights_only=True)  # raises if anything but tensors and plain types is inside
@@ -172,7 +178,7 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_model_and_tokenizer(tmp
 
 
 def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, data, model_config, config, monkeypatch):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     trainer.train_step()
     trainer.save_checkpoint()
     trainer.train_step()
@@ -189,7 +195,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, da
 
 
 def test_sigint_saves_a_checkpoint_before_stopping(tmp_path, data, model_config, config):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     original_step = trainer.train_step
 
     def step_then_interrupt():
@@ -207,7 +213,7 @@ def test_sigint_saves_a_checkpoint_before_stopping(tmp_path, data, model_config,
 
 
 def test_debug_mode_names_module_step_and_micro_batch(data, model_config):
-    trainer = Trainer(model_config, TrainConfig(batch_size=2, grad_accum_steps=2), data, debug=True, progress=False)
+    trainer = new_trainer(model_config, TrainConfig(batch_size=2, grad_accum_steps=2), data, debug=True, progress=False)
     trainer.train_step()
     with torch.no_grad():
         trainer.model.blocks[1].mlp.fc_in.weight[0, 0] = float("nan")
@@ -362,7 +368,7 @@ def test_cli_unwritable_out_dir_exits_2(corpus, tmp_path, capsys):
 
 
 def test_cli_resume_refuses_another_architecture_or_tokenizer(tmp_path, corpus, data, model_config, config, capsys):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     path = trainer.save_checkpoint()
     assert cli_train("--resume", str(path), "--data", str(corpus), "--d-model", "64") == 2
     assert "the architecture differs: d_model 32 (checkpoint) vs 64 (asked)" in capsys.readouterr().err
@@ -430,7 +436,7 @@ def test_progress_goes_to_stderr_and_only_the_result_to_stdout(tmp_path, corpus,
 
 
 def test_the_logged_learning_rate_is_the_one_each_step_used(tmp_path, data, model_config, config):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     trainer.fit()
     logged = [(r["step"], r["lr"]) for r in read_metrics(tmp_path / "metrics.jsonl") if "lr" in r]
     assert logged == [(step, learning_rate(step - 1, config, trainer.max_steps)) for step in range(1, 13)]
@@ -581,7 +587,7 @@ def test_a_link_planted_at_a_temporary_name_is_not_followed(tmp_path, data, mode
     run.mkdir()
     for name in ("checkpoint.pt.tmp", ".checkpoint.pt.tmp", "loss.png.tmp.png", ".loss.png.tmp"):
         (run / name).symlink_to(victim)
-    Trainer(model_config, config, data, out_dir=run, progress=False).fit(steps=4)
+    new_trainer(model_config, config, data, out_dir=run, progress=False).fit(steps=4)
     assert victim.read_text() == "precious"
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
 
@@ -647,7 +653,7 @@ def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path, data, model_config, config):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     with torch.no_grad():
         trainer.model.final_norm.weight[0] = float("nan")
     path = trainer.save_checkpoint()
@@ -675,7 +681,7 @@ def interrupt_at_the_nth_forward(trainer: Trainer, condition, n: int) -> list:
 
 def test_ctrl_c_during_an_evaluation_stops_within_a_batch_and_saves(tmp_path, data, model_config):
     config = TrainConfig(batch_size=4, max_steps=50, eval_interval=2, eval_batches=1_000_000, sample_tokens=0)
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     evaluated = interrupt_at_the_nth_forward(trainer, lambda x: not trainer.model.training, n=5)
     trainer.fit()  # a million evaluation batches: it returns only if the stop cuts the evaluation short
     assert trainer.stop_signal == signal.SIGINT and len(evaluated) == 5
@@ -685,7 +691,7 @@ def test_ctrl_c_during_an_evaluation_stops_within_a_batch_and_saves(tmp_path, da
 
 def test_ctrl_c_during_the_sample_stops_within_64_tokens_and_saves(tmp_path, data, model_config):
     config = TrainConfig(batch_size=4, max_steps=50, eval_interval=2, eval_batches=1, sample_tokens=10_000)
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     sampled = interrupt_at_the_nth_forward(trainer, lambda x: x.shape[0] == 1, n=10)  # the sample is one row
     trainer.fit()
     assert trainer.stop_signal == signal.SIGINT and 10 <= len(sampled) < 10 + 64
@@ -693,7 +699,7 @@ def test_ctrl_c_during_the_sample_stops_within_64_tokens_and_saves(tmp_path, dat
 
 
 def test_a_full_disk_while_appending_metrics_says_so(tmp_path, data, model_config, config, monkeypatch):
-    trainer = Trainer(model_config, config, data, out_dir=tmp_path, progress=False)
+    trainer = new_trainer(model_config, config, data, out_dir=tmp_path, progress=False)
     real_open = open
 
     def open_on_a_full_disk(path, mode="r", *args, **kwargs):

@@ -79,8 +79,9 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
     trainers = {}
     for variant in variants:
-        trainer = Trainer(replace(model_config, fast_attention=VARIANTS[variant]["fast_attention"]), config, data,
-                          device=device, progress=False)
+        torch.manual_seed(config.seed)  # every variant starts from the same weights
+        model = GPT(replace(model_config, fast_attention=VARIANTS[variant]["fast_attention"]))
+        trainer = Trainer(model, config, data, device=device, progress=False)
         if VARIANTS[variant].get("compile"):
             trainer.training_model = torch.compile(trainer.model)
         time_steps(trainer, 3, VARIANTS[variant])  # warm-up: allocator, kernels, optimiser state (and compilation)

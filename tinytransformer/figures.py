@@ -233,7 +233,8 @@ def trained_model() -> tuple[GPT, Tokenizer, list[tuple[int, float, float]]]:
                                  n_heads=4, fast_attention=True)
         config = TrainConfig(batch_size=8, max_steps=300, learning_rate=3e-3, min_learning_rate=3e-4,
                              warmup_steps=30, eval_batches=4, seed=0)
-        trainer = Trainer(model_config, config, data, progress=False)
+        torch.manual_seed(config.seed)
+        trainer = Trainer(GPT(model_config), config, data, progress=False)
         evaluations = []
         for step in range(config.max_steps + 1):
             if step % 50 == 0:

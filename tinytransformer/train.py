@@ -25,7 +25,7 @@ from tinytransformer.data import TokenData, get_batch
 from tinytransformer.devices import NonFiniteError, autocast, synchronize, watch_for_non_finite
 from tinytransformer.distributed import Distributed, all_reduce_mean, any_rank
 from tinytransformer.files import atomic_write, disk_full
-from tinytransformer.model import GPT, GPTConfig
+from tinytransformer.model import GPT
 from tinytransformer.tokenizer import DEFAULT_TOKENIZER
 
 
@@ -138,10 +138,14 @@ def configure_optimizer(model: GPT, config: TrainConfig, device: torch.device) -
 
 
 class Trainer:
-    """Trains a [`GPT`][tinytransformer.model.GPT] on tokenised data.
+    """Trains a [`GPT`][tinytransformer.model.GPT] it is handed on tokenised data.
+
+    The caller builds or loads the model — freshly initialised, from a checkpoint, or GPT-2's weights
+    (chapter 11) — and the trainer owns what happens to it: optimisation, evaluation, logging and
+    checkpoints. It moves the model to ``device`` and trains it in place.
 
     Args:
-        model_config: The architecture; ``vocab_size`` must equal the tokenizer's.
+        model: The model to train; its ``config.vocab_size`` must equal the tokenizer's.
         config: The training hyperparameters.
         data: Training and validation tokens with their tokenizer (chapter 7).
         out_dir: Folder for ``checkpoint.pt``, ``metrics.jsonl`` and ``loss.png``; ``None`` writes nothing.
@@ -154,9 +158,10 @@ class Trainer:
         ValueError: If the configuration does not fit the data or the output folder is not usable.
     """
 
-    def __init__(self, model_config: GPTConfig, config: TrainConfig, data: TokenData, out_dir: Path | None = None,
+    def __init__(self, model: GPT, config: TrainConfig, data: TokenData, out_dir: Path | None = None,
                  device: torch.device | str = "cpu", debug: bool = False, progress: bool = True,
                  distributed: Distributed | None = None):
+        model_config = model.config
         if model_config.vocab_size != data.tokenizer.vocab_size:
             raise ValueError(f"vocab_size ({model_config.vocab_size}) must equal the tokenizer's "
                              f"({data.tokenizer.vocab_size})")
@@ -176,8 +181,7 @@ class Trainer:
         )  # the whole job's
         self.steps_per_epoch = max(1, len(data.train) // self.tokens_per_step)
         self.max_steps = math.ceil(config.epochs * self.steps_per_epoch) if config.epochs else config.max_steps
-        torch.manual_seed(config.seed)
-        self.model = GPT(model_config).to(self.device)
+        self.model = model.to(self.device)
         self.ddp: DistributedDataParallel | None = None  # the model wrapped for a torchrun job (chapter 13)
         if self.distributed.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None

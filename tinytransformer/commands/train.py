@@ -23,7 +23,7 @@ from tinytransformer.data import TokenData, load_token_data
 from tinytransformer.devices import synchronize
 from tinytransformer.distributed import Distributed, init_distributed, shutdown
 from tinytransformer.files import atomic_write
-from tinytransformer.model import GPTConfig
+from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, read_metrics
 
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
@@ -195,16 +195,9 @@ def _train(
     with lock_run_folder(out_dir) if distributed.is_main else contextlib.nullcontext():
         if distributed.is_main:
             _check_run_folder(out_dir, args.resume)
-        trainer = Trainer(
-            model_config,
-            config,
-            data,
-            out_dir=out_dir,
-            device=device,
-            debug=args.debug,
-            progress=not args.no_progress,
-            distributed=distributed,
-        )
+        torch.manual_seed(config.seed)  # the initial weights (a resumed run then loads its own)
+        trainer = Trainer(GPT(model_config), config, data, out_dir=out_dir, device=device, debug=args.debug,
+                          progress=not args.no_progress, distributed=distributed)
         if state is not None:
             planned_steps = trainer.max_steps  # from the configuration, typed flags included
             trainer.load_state_dict(state)
@@ -238,7 +231,8 @@ def _describe_run(
     args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData, device: torch.device
 ) -> dict:
     """The effective configuration, and the size and speed of a step measured on this machine."""
-    trainer = Trainer(model_config, config, data, device=device, progress=False)
+    torch.manual_seed(config.seed)
+    trainer = Trainer(GPT(model_config), config, data, device=device, progress=False)
     trainer.train_step()  # warm-up
     started = time.perf_counter()
     trainer.train_step()
