@@ -16,6 +16,14 @@ fresh Python session would run it.
 A titled block whose first line is indented adds methods to the class above it in the same file; it
 runs as the body of a subclass of that class (``class GPT(GPT):``), so its code executes in the
 class's context while the line numbers of errors still point into the chapter.
+
+**Solutions of exercises run too.** Each chapter ends with exercises whose solutions sit in collapsible
+``??? success "Solution"`` blocks (pymdownx.details), hidden until the reader opens them. Their body is
+indented, so to a CommonMark parser their fences are indented text, not code, and pytest-markdown-docs
+would skip them. ``pytest_markdown_docs_markdown_it`` below gives it a parser that first moves the
+body of every such block back to the margin — line for line, so error line numbers still point into
+the chapter — which makes their fences ordinary top-level fences, collected and run like any other
+untitled block. Fences inside any other admonition stay hidden, and ``tests/test_book.py`` fails on them.
 """
 
 import dataclasses
@@ -121,6 +129,42 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         padding = "\n" * (len(definition.source) - len(code) - 1)  # keeps chapter line numbers
         source = f"{padding}class {class_name}({class_name}):\n{code}"
         item.test_definition = dataclasses.replace(definition, source=source)
+
+
+SOLUTION = re.compile(r'^\?\?\?\+? success "Solution"[ \t]*$')
+"""The first line of a collapsible solution block, at the margin: ``??? success "Solution"``."""
+
+
+def unfold_solutions(text: str) -> str:
+    """``text`` with the body of every solution block moved four spaces left, keeping every line in place.
+
+    The body is what Python-Markdown gives the block: the lines after its first line that are blank or
+    indented by at least four spaces.
+    """
+    lines = text.splitlines(keepends=True)
+    inside = False
+    for i, line in enumerate(lines):
+        if SOLUTION.match(line):
+            inside = True
+        elif inside and line.startswith("    "):
+            lines[i] = line[4:]
+        elif inside and line.strip():
+            inside = False
+    return "".join(lines)
+
+
+class SolutionsMarkdownIt(MarkdownIt):
+    """CommonMark, reading the fences inside ``??? success "Solution"`` blocks as top-level fences."""
+
+    def parse(self, src: str, env=None):
+        """The tokens of ``src`` with its solutions unfolded."""
+        return super().parse(unfold_solutions(src), env)
+
+
+@pytest.hookimpl
+def pytest_markdown_docs_markdown_it() -> MarkdownIt:
+    """The parser pytest-markdown-docs collects the book's fences with (``firstresult``: this one wins)."""
+    return SolutionsMarkdownIt("commonmark")
 
 
 def pytest_markdown_docs_globals() -> dict:

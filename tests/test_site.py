@@ -6,13 +6,16 @@ there is one (Debian and Ubuntu: ``apt-get install chromium``; ``.ci/run`` insta
 ``python -m playwright install chromium`` downloads (the usual route on macOS and Windows). Without
 either, the test is skipped with that instruction. Any request to another host
 is blocked and reported: the site must work offline. A full-page screenshot of every page is saved
-for a human to look at; the test prints the folder.
+for a human to look at, with the exercises' solutions opened; the test prints the folder. Every
+chapter page must link to its notebook, and the notebook must be there.
 """
 
 import base64
 import functools
 import http.server
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +69,22 @@ INSPECT_PAGE = r"""() => {
         without_copy_button: code.filter((e) => !e.querySelector(COPY_BUTTON)).length,
         python_blocks: python.length,
         unhighlighted_python: python.filter((e) => !e.querySelector("code span[class]")).length,
+        solutions: [...document.querySelectorAll("details.success")].length,
+        open_solutions: [...document.querySelectorAll("details.success")].filter((e) => e.open).length,
+        notebook: document.querySelector('a[download][href$=".ipynb"]')?.href ?? null,
+    };
+}""".replace("COPY_BUTTON", COPY_BUTTON)
+
+# Run after INSPECT_PAGE: open every collapsible block (the exercises' solutions), as a reader clicking each
+# one, so that their code is checked as shown and appears in the screenshot. Returns the code blocks that
+# stay invisible, or lack a copy button, once open.
+OPEN_SOLUTIONS = """() => {
+    document.querySelectorAll("details").forEach((e) => { e.open = true; });
+    const code = [...document.querySelectorAll("details div.highlight")];
+    return {
+        code_in_solutions: code.length,
+        hidden: code.filter((e) => e.getBoundingClientRect().height === 0).length,
+        without_copy_button: code.filter((e) => !e.querySelector(COPY_BUTTON)).length,
     };
 }""".replace("COPY_BUTTON", COPY_BUTTON)
 
@@ -199,7 +218,7 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
             and events.append(f"HTTP {response.status}: {response.url}"))
 
     problems: dict[str, list[str]] = {}
-    totals = {"math": 0, "images": 0, "python_blocks": 0}
+    totals = {"math": 0, "images": 0, "python_blocks": 0, "solutions": 0, "code_in_solutions": 0}
     for path in pages:
         events.clear()
         url = base_url + path.lstrip("/")
@@ -209,6 +228,8 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
         except PlaywrightTimeoutError:
             pass  # what is missing is reported below
         found = page.evaluate(INSPECT_PAGE)
+        opened = page.evaluate(OPEN_SOLUTIONS)
+        found["code_in_solutions"] = opened["code_in_solutions"]
         name = path.strip("/").replace("/", "_") or "index"
         save_full_page_screenshot(page, devtools, screenshots / f"{name}.jpg")
         for key in totals:
@@ -221,6 +242,13 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
             page_problems.append(f"{found['without_copy_button']} code blocks without a copy button")
         if found["unhighlighted_python"]:
             page_problems.append(f"{found['unhighlighted_python']} Python blocks without syntax highlighting")
+        if found["open_solutions"]:
+            page_problems.append(f"{found['open_solutions']} solutions open before the reader opens them")
+        if opened["hidden"] or opened["without_copy_button"]:
+            page_problems.append(f"opened solutions: {opened['hidden']} code blocks invisible, "
+                                 f"{opened['without_copy_button']} without a copy button")
+        if re.match(r"/?\d\d-", path):
+            page_problems += notebook_problems(context, found["notebook"])
         if page_problems:
             problems[path] = page_problems
 
@@ -228,8 +256,22 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
         print(f"\nscreenshots of the {len(pages)} pages of the site: {screenshots}")
     assert not context.external, f"requests that left 127.0.0.1 (blocked): {sorted(set(context.external))}"
     assert not problems, "\n".join(f"{path}: {item}" for path, items in problems.items() for item in items)
-    # The checks above looked at something: the book has math, figures and code.
+    # The checks above looked at something: the book has math, figures, code, and solutions with code.
     assert totals["math"] > 100 and totals["images"] >= 5 and totals["python_blocks"] > 40, totals
+    assert totals["solutions"] >= 3 * 13 and totals["code_in_solutions"] >= totals["solutions"], totals
+
+
+def notebook_problems(context, href: str | None) -> list[str]:
+    """What is wrong with a chapter page's notebook download: no link, or no notebook behind it."""
+    if href is None:
+        return ["no link to download the chapter as a notebook"]
+    response = context.request.get(href)
+    if response.status != 200:
+        return [f"notebook {href}: HTTP {response.status}"]
+    notebook = json.loads(response.body())
+    if notebook.get("nbformat") != 4 or not any(cell["cell_type"] == "code" for cell in notebook["cells"]):
+        return [f"notebook {href}: not a notebook with code cells"]
+    return []
 
 
 def test_search_finds_attention_and_links_to_its_chapter(base_url, context):
