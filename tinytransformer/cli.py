@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tinytransformer.bench import add_bench_command
+from tinytransformer.export import add_export_command
 from tinytransformer.figures import add_figures_command
 from tinytransformer.generation import add_generate_command
 from tinytransformer.tangle import tangle
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(commands)
     add_bench_command(commands)
     add_figures_command(commands)
+    add_export_command(commands)
     return parser
 
 
