@@ -7,37 +7,14 @@ there is one (Debian and Ubuntu: ``apt-get install chromium``; ``.ci/run`` insta
 either, the test is skipped with that instruction. Any request to another host
 is blocked and reported: the site must work offline. A full-page screenshot of every page is saved
 for a human to look at, with the exercises' solutions opened; the test prints the folder. Every
-chapter page must link to its notebook, and the notebook must be there.
+chapter page must link to its notebook, and the notebook must be there. The fixtures that build, serve
+and open the site are in ``tests/conftest.py``, shared with ``tests/test_explorer.py``.
 """
 
 import base64
-import functools
-import http.server
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import threading
 from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SYSTEM_CHROMIUMS = ("chromium", "chromium-browser")  # the names Debian's and Ubuntu's packages install
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # Every request that leaves 127.0.0.1 goes to a proxy that is not there, so it fails (the test records
-    # it); loopback never uses a proxy. Unlike Playwright's request routing, this keeps the browser cache.
-    "--proxy-server=http://127.0.0.1:9",
-]
 
 # Material's copy button on each code block (button.md-clipboard before Material 9.6).
 COPY_BUTTON = '"button[data-md-type=copy], button.md-clipboard"'
@@ -102,76 +79,6 @@ EMPTY_SEARCH_INDEX = {
                "fields": {"title": {"boost": 1000.0}, "text": {"boost": 1.0}, "tags": {"boost": 1000000.0}}},
     "docs": [],
 }
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-class QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # the browser closed a connection (it left the page mid-download); failures show in the browser
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    site_dir = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(site_dir)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
-    assert result.returncode == 0, f"mkdocs build failed:\n{result.stderr[-4000:]}"
-    return site_dir
-
-
-@pytest.fixture(scope="module")
-def base_url(site: Path):
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
-
-
-def find_chromium(playwright) -> str | None:
-    """The system's Chromium, else Playwright's own download, else ``None``."""
-    system = next(filter(None, map(shutil.which, SYSTEM_CHROMIUMS)), None)
-    if system:
-        return system
-    downloaded = playwright.chromium.executable_path  # where `playwright install chromium` puts it
-    return downloaded if Path(downloaded).is_file() else None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright for Python is not installed: python -m pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        executable = find_chromium(playwright)
-        if executable is None:
-            pytest.skip("no Chromium found for the site test: install it with `apt-get install chromium` (Debian, "
-                        "Ubuntu) or `python -m playwright install chromium` (any system)")
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def context(browser, base_url):
-    """A browser context that records in ``context.external`` every request to another host."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.external = []
-    context.on("request", lambda request: request.url.startswith(("http:", "https:", "ws:", "wss:"))
-               and not request.url.startswith(base_url) and context.external.append(request.url))
-    yield context
-    context.close()
 
 
 def site_pages(site: Path) -> list[str]:

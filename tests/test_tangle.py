@@ -1,4 +1,4 @@
-"""The package is generated from the book, and the check notices every kind of drift."""
+"""The package and the site's scripts are generated from the book, and the check notices every kind of drift."""
 
 import shutil
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tinytransformer.cli import main
-from tinytransformer.tangle import MARK, collect_blocks, tangle
+from tinytransformer.tangle import MARK, SCRIPTS, collect_blocks, tangle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,15 @@ def test_every_package_file_is_generated_and_says_where_to_edit():
     for path in (ROOT / "tinytransformer").rglob("*.py"):
         first_line, second_line = path.read_text(encoding="utf-8").splitlines()[:2]
         assert first_line.startswith(MARK) and second_line.startswith("#   book/"), path
+
+
+def test_every_generated_script_says_where_to_edit_and_the_hand_written_ones_are_left_alone():
+    generated = [name for name in collect_blocks(ROOT / "book") if name.startswith(SCRIPTS)]
+    assert "book/javascripts/tinytransformer.js" in generated and "book/javascripts/explorer.js" in generated
+    for name in generated:
+        first_line, second_line = (ROOT / name).read_text(encoding="utf-8").splitlines()[:2]
+        assert first_line.startswith("// Generated from the book") and second_line.startswith("//   book/"), name
+    assert not (ROOT / SCRIPTS / "math.js").read_text(encoding="utf-8").startswith("// Generated")
 
 
 def test_blocks_of_one_file_keep_book_order():
@@ -93,3 +102,33 @@ def test_cli_check_exit_codes(checkout: Path, capsys):
 def test_cli_without_book_is_a_usage_error(tmp_path: Path, capsys):
     assert main(["tangle", "--root", str(tmp_path)]) == 2
     assert "no book/ folder" in capsys.readouterr().err
+
+
+def test_edited_script_block_fails_with_a_diff_and_regenerates(checkout: Path):
+    chapter = checkout / "book" / "appendix-browser.md"
+    chapter.write_text(chapter.read_text().replace("variance / d + eps", "variance / (d - 1) + eps"))
+    problems = tangle(checkout, check=True)
+    assert len(problems) == 1 and "book/javascripts/tinytransformer.js: differs from the book" in problems[0]
+    assert "+    const scale = 1 / Math.sqrt(variance / (d - 1) + eps);" in problems[0]
+    assert tangle(checkout) == ["wrote book/javascripts/tinytransformer.js"]
+    assert tangle(checkout, check=True) == []
+
+
+def test_hand_written_scripts_are_kept_and_stale_generated_ones_reported(checkout: Path):
+    scripts = checkout / "book" / "javascripts"
+    (scripts / "extra.js").write_text("console.log(1);\n")  # the site's own, like math.js: not the tangle's
+    (scripts / "old.js").write_text("// Generated from the book by `tinytransformer tangle`; edit these chapters, "
+                                    "not this file:\n//   book/99-gone.md\nlet x = 1;\n")
+    assert tangle(checkout, check=True) == ["book/javascripts/old.js: stale, no block in the book names it any more"]
+    assert tangle(checkout) == ["removed book/javascripts/old.js: no block in the book names it any more"]
+    assert (scripts / "extra.js").exists() and not (scripts / "old.js").exists()
+
+
+def test_new_script_block_creates_its_file_with_a_javascript_header(checkout: Path):
+    chapter = checkout / "book" / "99-extra.md"
+    chapter.write_text('# Extra\n\n```{.js title="book/javascripts/extra.js"}\nconst a = 1;\n```\n\n'
+                       '```{.js title="book/javascripts/extra.js"}\nconst b = 2;\n```\n')
+    assert tangle(checkout) == ["wrote book/javascripts/extra.js"]
+    text = (checkout / "book" / "javascripts" / "extra.js").read_text()
+    assert text == ("// Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:\n"
+                    "//   book/99-extra.md\nconst a = 1;\n\nconst b = 2;\n")

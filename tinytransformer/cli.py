@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tinytransformer.commands.bench import add_bench_command
+from tinytransformer.commands.export import add_export_command
 from tinytransformer.commands.figures import add_figures_command
 from tinytransformer.commands.generate import add_generate_command
 from tinytransformer.commands.tangle import add_tangle_command
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_tangle_command, add_train_command, add_generate_command, add_bench_command,
-                        add_figures_command):
+                        add_figures_command, add_export_command):
         add_command(commands)
     return parser
 
