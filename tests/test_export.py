@@ -30,7 +30,8 @@ def write_checkpoint(out_dir: Path, **config) -> Path:
     data = TokenData(train=tokens[:2000], val=tokens[2000:], tokenizer=tokenizer, source="/somewhere/fox.txt")
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4,
                              **config)
-    return Trainer(GPT(model_config), TrainConfig(batch_size=2), data, out_dir=out_dir, progress=False).save_checkpoint()
+    trainer = Trainer(GPT(model_config), TrainConfig(batch_size=2), data, out_dir=out_dir, progress=False)
+    return trainer.save_checkpoint()
 
 
 @pytest.fixture(scope="module")
