@@ -40,7 +40,7 @@ def record_last_logits(model: GPT) -> list[torch.Tensor]:
     forward = model.forward
 
     def recording_forward(token_ids, kv_caches=None):
-        logits = forward(token_ids, kv_caches)
+        logits = forward(token_ids, kv_caches=kv_caches)
         start = kv_caches[0].seq_len - token_ids.shape[1] if kv_caches else 0
         records.append((logits[:, -1].clone(), start + token_ids.shape[1]))
         return logits
@@ -58,8 +58,8 @@ def test_cached_logits_equal_uncached_logits_step_after_step(model, batch_size, 
     token_ids = torch.randint(0, 32, (batch_size, prompt_len + 8), generator=torch.Generator().manual_seed(1))
     caches = new_caches(model)
     with torch.no_grad():
-        cached = [model(token_ids[:, :prompt_len], caches)[:, -1]]
-        cached += [model(token_ids[:, t : t + 1], caches)[:, -1] for t in range(prompt_len, prompt_len + 8)]
+        cached = [model(token_ids[:, :prompt_len], kv_caches=caches)[:, -1]]
+        cached += [model(token_ids[:, t : t + 1], kv_caches=caches)[:, -1] for t in range(prompt_len, prompt_len + 8)]
         uncached = [model(token_ids[:, : t + 1])[:, -1] for t in range(prompt_len - 1, prompt_len + 8)]
     assert len(cached) == len(uncached) == 9
     for step, (a, b) in enumerate(zip(cached, uncached)):
@@ -71,15 +71,15 @@ def test_cache_filled_in_chunks_gives_every_position_the_uncached_logits(model):
     token_ids = torch.randint(0, 32, (2, 12), generator=torch.Generator().manual_seed(2))
     caches = new_caches(model)
     with torch.no_grad():
-        chunks = [model(token_ids[:, a:b], caches) for a, b in ((0, 3), (3, 7), (7, 8), (8, 12))]
+        chunks = [model(token_ids[:, a:b], kv_caches=caches) for a, b in ((0, 3), (3, 7), (7, 8), (8, 12))]
         assert torch.allclose(torch.cat(chunks, dim=1), model(token_ids), atol=1e-5, rtol=0)
 
 
 def test_cache_holds_every_position_of_every_layer(model, tiny_config):
     caches = new_caches(model)
     with torch.no_grad():
-        model(torch.zeros(3, 5, dtype=torch.long), caches)
-        model(torch.zeros(3, 1, dtype=torch.long), caches)
+        model(torch.zeros(3, 5, dtype=torch.long), kv_caches=caches)
+        model(torch.zeros(3, 1, dtype=torch.long), kv_caches=caches)
     d_head = tiny_config.d_model // tiny_config.n_heads
     for cache in caches:
         assert cache.seq_len == 6
@@ -98,22 +98,22 @@ def test_cache_holds_every_position_of_every_layer(model, tiny_config):
 def test_cache_memory_per_token_is_two_times_layers_times_width_times_bytes(model, tiny_config):
     caches = new_caches(model)
     with torch.no_grad():
-        model(torch.zeros(2, 10, dtype=torch.long), caches)  # the caches reserve max_seq_len positions
+        model(torch.zeros(2, 10, dtype=torch.long), kv_caches=caches)  # the caches reserve max_seq_len positions
     measured = sum(cache.k.nbytes + cache.v.nbytes for cache in caches) / (2 * tiny_config.max_seq_len)
     assert measured == 2 * tiny_config.n_layers * tiny_config.d_model * 4
 
 
 def test_forward_refuses_a_cache_list_of_the_wrong_length(model):
     with pytest.raises(ValueError, match="got 1 KV caches for 2 blocks"):
-        model(torch.zeros(1, 3, dtype=torch.long), [KVCache(model.config.max_seq_len)])
+        model(torch.zeros(1, 3, dtype=torch.long), kv_caches=[KVCache(model.config.max_seq_len)])
 
 
 def test_cached_positions_count_towards_max_seq_len(model):
     caches = new_caches(model)
     with torch.no_grad():
-        model(torch.zeros(1, 12, dtype=torch.long), caches)
+        model(torch.zeros(1, 12, dtype=torch.long), kv_caches=caches)
         with pytest.raises(ValueError, match=r"sequence of 17 positions is longer than max_seq_len \(16\)"):
-            model(torch.zeros(1, 5, dtype=torch.long), caches)
+            model(torch.zeros(1, 5, dtype=torch.long), kv_caches=caches)
 
 
 def test_a_naively_shifted_cache_would_give_wrong_logits(model):
@@ -121,11 +121,11 @@ def test_a_naively_shifted_cache_would_give_wrong_logits(model):
     token_ids = torch.randint(0, 32, (1, 17), generator=torch.Generator().manual_seed(3))
     caches = new_caches(model)
     with torch.no_grad():
-        model(token_ids[:, :16], caches)
+        model(token_ids[:, :16], kv_caches=caches)
         for cache in caches:  # forget positions 0..7, move the keys and values of 8..15 to the front
             cache.k[:, :, :8], cache.v[:, :, :8] = cache.k[:, :, 8:16].clone(), cache.v[:, :, 8:16].clone()
             cache.seq_len = 8
-        shifted = model(token_ids[:, 16:], caches)[0, -1]
+        shifted = model(token_ids[:, 16:], kv_caches=caches)[0, -1]
         recomputed = model(token_ids[:, 8:])[0, -1]
     assert not torch.allclose(shifted, recomputed, atol=1e-3)
 

@@ -171,9 +171,9 @@ def generate_tokens(
                     logits = model(context)  # (B, T, V): the whole context, every step
                 elif kv_caches is None:  # first step, or the context was just cropped: fill the caches
                     kv_caches = [KVCache(model.config.max_seq_len) for _ in model.blocks]
-                    logits = model(context, kv_caches)
+                    logits = model(context, kv_caches=kv_caches)
                 else:
-                    logits = model(context[:, -1:], kv_caches)  # (B, 1, V): only the newest token
+                    logits = model(context[:, -1:], kv_caches=kv_caches)  # (B, 1, V): only the newest token
             next_ids = sample_next_token(logits[:, -1], temperature, top_k, top_p, greedy, generator)  # (B, 1)
             if eot_id is not None:
                 next_ids[finished] = eot_id  # finished rows are padded with end-of-text

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinytransformer.attention import KVCache, causal_mask
@@ -108,16 +109,20 @@ class GPT(nn.Module):
         self.register_buffer("mask", causal_mask(config.max_seq_len), persistent=False)
         self.init_weights()
 
-    def forward(self, token_ids: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
-        """Compute next-token logits at every position.
+    def forward(self, token_ids: Tensor, targets: Tensor | None = None,
+                kv_caches: list[KVCache] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Compute next-token logits at every position, and with ``targets`` the loss (chapter 8).
 
         Args:
             token_ids: Integer tensor of shape ``(B, T)`` with ``T <= max_seq_len``.
+            targets: The tokens that should come next, ``(B, T)``: ``token_ids`` shifted by one.
             kv_caches: When generating (chapter 10), one [`KVCache`][tinytransformer.attention.KVCache]
                 per block; ``token_ids`` then continues the positions already in the caches.
 
         Returns:
-            Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at ``t + 1``.
+            Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at ``t + 1``. Given
+            ``targets``, the pair ``(logits, loss)``: the loss is the mean cross-entropy over every
+            position, computed in float32.
 
         Raises:
             ValueError: If ``token_ids`` is not a 2-D integer tensor, if it is longer than
@@ -137,7 +142,10 @@ class GPT(nn.Module):
         is_causal = start_pos == 0  # the mask is the plain triangle: the fused kernel may mask by itself (chapter 4)
         for block, kv_cache in zip(self.blocks, caches):
             x = block(x, mask, kv_cache, is_causal)  # (B, T, d_model)
-        return self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
+        logits = self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
+        if targets is None:
+            return logits
+        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())  # (B·T, V) against (B·T,)
 
     def init_weights(self) -> None:
         """GPT-2 initialisation: N(0, 0.02²) weights, zero biases, residual projections / √(2·n_layers)."""
@@ -270,7 +278,7 @@ def block_gradient_norms(config: GPTConfig, batch_size: int = 8, seed: int = 0) 
         model = GPT(config)
     tokens = torch.randint(0, config.vocab_size, (batch_size, config.max_seq_len + 1),
                            generator=torch.Generator().manual_seed(seed))
-    logits = model(tokens[:, :-1])  # (B, T, V)
-    nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    _, loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
     weights = [model.get_parameter(f"blocks.{i}.mlp.fc_in.weight") for i in range(config.n_layers)]
     return torch.stack([weight.grad.norm() for weight in weights if weight.grad is not None])

@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -186,7 +185,7 @@ class Trainer:
         if self.distributed.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.training_model: Callable[[Tensor], Tensor] = self.ddp or self.model  # what the step runs
+        self.training_model: Callable[..., Any] = self.ddp or self.model  # what the step runs
         self.optimizer = configure_optimizer(self.model, config, self.device)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -224,8 +223,7 @@ class Trainer:
             )
             try:
                 with no_sync, autocast(self.device):
-                    logits = self.training_model(x)  # (B, T, V)
-                    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                    _, loss = self.training_model(x, y)  # the mean next-token loss (chapter 6's forward)
                 (loss / config.grad_accum_steps).backward()
             except NonFiniteError as error:
                 raise NonFiniteError(f"{error} at step {self.step}, micro-batch {micro_batch}") from None
@@ -256,7 +254,7 @@ class Trainer:
                     self.model.train()
                     return {}
                 x, y = get_batch(tokens, self.config.batch_size, self.model_config.max_seq_len, generator, self.device)
-                total += F.cross_entropy(self.model(x).flatten(0, 1).float(), y.flatten())
+                total += self.model(x, y)[1]
             losses[split] = total.item() / self.config.eval_batches
         self.model.train()
         return losses
