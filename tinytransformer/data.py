@@ -21,7 +21,14 @@ import torch
 from tqdm import tqdm
 
 from tinytransformer.files import atomic_write
-from tinytransformer.tokenizer import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer, tokenizer_from_dict, tokenizer_name
+from tinytransformer.tokenizer import (
+    DEFAULT_TOKENIZER,
+    Tokenizer,
+    get_tokenizer,
+    tokenizer_from_dict,
+    tokenizer_name,
+    trains_on_corpus,
+)
 
 
 def default_cache_dir() -> Path:
@@ -293,7 +300,7 @@ def _bar(total: int, description: str) -> tqdm:
 def _build_cache(files: list[Path], tokenizer: str | Tokenizer, key: str, folder: Path, size: int) -> None:
     """Train the tokenizer if needed, then tokenize the corpus into ``<key>.bin`` and ``<key>.json``."""
     if isinstance(tokenizer, str):
-        trained = tokenizer_name(tokenizer).partition(":")[0] in ("char", "bpe")
+        trained = trains_on_corpus(tokenizer)
         with _bar(size if trained else 0, f"training {tokenizer}") as bar:
             tokenizer = get_tokenizer(tokenizer, iter_text(files, progress=bar) if trained else None)
     start = time.perf_counter()

@@ -98,8 +98,9 @@ class GPT(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config.vocab_size, config.max_seq_len, config.d_model, config.dropout)
         self.blocks = nn.ModuleList(
-            Block(config.d_model, config.n_heads, config.d_ff, config.dropout, config.bias,
-                  config.pre_norm, config.layer_norm_eps, config.fast_attention, config.gelu_approximate)
+            Block(d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout,
+                  bias=config.bias, pre_norm=config.pre_norm, layer_norm_eps=config.layer_norm_eps,
+                  fast_attention=config.fast_attention, gelu_approximate=config.gelu_approximate)
             for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)

@@ -349,6 +349,15 @@ def tokenizer_name(spec: str) -> str:
     return f"bpe:{int(size)}"
 
 
+def trains_on_corpus(spec: str) -> bool:
+    """Whether the tokenizer ``spec`` names is built from the corpus (``char``, ``bpe``), not pretrained.
+
+    Raises:
+        ValueError: If the spec is unknown.
+    """
+    return tokenizer_name(spec).partition(":")[0] in ("char", "bpe")
+
+
 def get_tokenizer(spec: str, text: str | Iterable[str] | None = None) -> Tokenizer:
     """Build a tokenizer from its spec.
 
@@ -363,7 +372,7 @@ def get_tokenizer(spec: str, text: str | Iterable[str] | None = None) -> Tokeniz
         ValueError: If the spec is unknown, the text is missing or empty, or a tiktoken encoding cannot be loaded.
     """
     name = tokenizer_name(spec)
-    if name != "char" and not name.startswith("bpe:"):
+    if not trains_on_corpus(name):
         return TiktokenTokenizer(load_encoding(name), name)
     if text is None:
         raise ValueError(f"the {name} tokenizer is built from a corpus: pass its text")

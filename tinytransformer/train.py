@@ -542,3 +542,14 @@ PRESETS = {
     ),
 }
 """The named presets of `tinytransformer train --preset`: ``default``, ``seed``, ``shakespeare-char``, ``speedrun``."""
+
+
+def preset_named(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        ValueError: If there is none, listing the presets.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -15,20 +15,18 @@ from tinytransformer.bench import VARIANTS, bench_generation, bench_training, cp
 from tinytransformer.commands.options import add_device_argument
 from tinytransformer.devices import select_device
 from tinytransformer.model import GPTConfig
-from tinytransformer.train import PRESETS, TrainConfig
+from tinytransformer.train import PRESETS, TrainConfig, preset_named
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """``tinytransformer bench``: print a table of measurements and write them as JSON."""
-    if args.preset not in PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     if args.steps < 1 or args.repeats < 1 or min(args.generate, default=1) < 1:
         raise ValueError(f"--steps ({args.steps}), --repeats ({args.repeats}) and --generate must be at least 1")
     unknown = [variant for variant in args.variants if variant not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     device = select_device(args.device)
-    preset = PRESETS[args.preset]
+    preset = preset_named(args.preset)
     architecture = {name: getattr(args, name) for name in ("max_seq_len", "d_model", "n_layers", "n_heads")
                     if getattr(args, name) is not None}
     model_config = GPTConfig(**{**preset.model, "vocab_size": 256, **architecture})

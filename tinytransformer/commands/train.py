@@ -24,7 +24,7 @@ from tinytransformer.devices import synchronize
 from tinytransformer.distributed import Distributed, init_distributed, shutdown
 from tinytransformer.files import atomic_write
 from tinytransformer.model import GPT, GPTConfig
-from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, read_metrics
+from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, preset_named, read_metrics
 
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
 TRAIN_FLAGS = list(fields(TrainConfig))
@@ -147,8 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
     """``tinytransformer train``: returns the exit status (130 or 143 when stopped by a signal)."""
     model_typed = {f.name: getattr(args, f.name) for f in MODEL_FLAGS if getattr(args, f.name) is not None}
     train_typed = {f.name: getattr(args, f.name) for f in TRAIN_FLAGS if getattr(args, f.name) is not None}
-    if args.preset not in PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset_named(args.preset)  # before anything is started: an unknown name is refused at once
     distributed, device = init_distributed("mps" if args.mps else args.device)
     try:
         return _train(args, model_typed, train_typed, distributed, device)
@@ -161,7 +160,7 @@ def _resolve(
 ) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None]:
     """Defaults < preset < checkpoint < typed flags: the two configurations, the data and the checkpoint."""
     if not args.resume:
-        preset = PRESETS[args.preset]
+        preset = preset_named(args.preset)
         data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
         model_config = GPTConfig(**{**preset.model, **model_typed, "vocab_size": data.tokenizer.vocab_size})
         return model_config, resolve_train_config(preset.train, train_typed), data, None
