@@ -824,3 +824,25 @@ def test_every_damaged_checkpoint_field_exits_2_without_a_traceback(tmp_path, co
             status = main(["generate", "--checkpoint", str(folder / "checkpoint.pt"), "--prompt", "the"])
             err = capsys.readouterr().err
             assert status == 2 and err.startswith("tinytransformer generate: error:"), (name, err)
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_the_precision_setting_covers_training_and_evaluation_alike(data, model_config, dtype, expected):
+    trainer = new_trainer(model_config, TrainConfig(batch_size=2, eval_batches=1, dtype=dtype), data, progress=False)
+    seen = []
+    trainer.model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer.train_step()
+    trainer.evaluate()
+    assert seen == [expected] * 3  # the step, and one batch of each split
+
+
+def test_compile_wraps_the_model_for_training_and_evaluation_alike(data, model_config):
+    trainer = new_trainer(model_config, TrainConfig(compile=True), data, progress=False)
+    compiled = type(torch.compile(torch.nn.Linear(1, 1)))
+    assert isinstance(trainer.training_model, compiled) and isinstance(trainer.evaluation_model, compiled)
+    assert trainer.evaluation_model._orig_mod is trainer.model  # evaluation compiles the model itself
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16, got 'float8'"):
+        TrainConfig(dtype="float8")

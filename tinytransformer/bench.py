@@ -2,13 +2,13 @@
 #   book/12-fast.md
 """`tinytransformer bench`: training and generation speed, FLOP/s, MFU and memory (chapter 12)."""
 
-import contextlib
 import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,13 +47,15 @@ def cpu_peak_flops(cores: int | None = None) -> tuple[float, str]:
     return peak, f"{lanes} fp32 lanes × 2 FMA units × 2 × {mhz:.0f} MHz × {cores} cores"
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "book": {"fast_attention": False},  # chapter 1's attention, written out
     "sdpa": {"fast_attention": True},  # torch.nn.functional.scaled_dot_product_attention
-    "sdpa+bf16": {"fast_attention": True, "bf16": True},  # bfloat16 autocast around the step
+    "sdpa+bf16": {"fast_attention": True, "dtype": "bfloat16"},  # bfloat16 autocast around the step
     "sdpa+compile": {"fast_attention": True, "compile": True},  # torch.compile of the model
 }
-"""Ways to run the same training step; `tinytransformer bench --variants` picks among them."""
+"""Ways to run the same training step; `tinytransformer bench --variants` picks among them. Each sets
+the model's ``fast_attention`` and, for the others, the [`TrainConfig`][tinytransformer.train.TrainConfig]
+fields of the same names."""
 
 
 def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[str], steps: int = 20,
@@ -80,16 +82,15 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[
     trainers = {}
     for variant in variants:
         torch.manual_seed(config.seed)  # every variant starts from the same weights
-        model = GPT(replace(model_config, fast_attention=VARIANTS[variant]["fast_attention"]))
-        trainer = Trainer(model, config, data, device=device, progress=False)
-        if VARIANTS[variant].get("compile"):
-            trainer.training_model = torch.compile(trainer.model)
-        time_steps(trainer, 3, VARIANTS[variant])  # warm-up: allocator, kernels, optimiser state (and compilation)
+        options = dict(VARIANTS[variant])
+        model = GPT(replace(model_config, fast_attention=options.pop("fast_attention")))
+        trainer = Trainer(model, replace(config, **options), data, device=device, progress=False)
+        time_steps(trainer, 3)  # warm-up: allocator, kernels, optimiser state (and compilation)
         trainers[variant] = trainer
     timings: dict[str, list[float]] = {variant: [] for variant in variants}
     for _ in range(repeats):
         for variant, trainer in trainers.items():
-            timings[variant].append(time_steps(trainer, steps, VARIANTS[variant]))
+            timings[variant].append(time_steps(trainer, steps))
     tokens_per_step = config.batch_size * config.grad_accum_steps * model_config.max_seq_len
     results = {}
     for variant, trainer in trainers.items():
@@ -102,16 +103,13 @@ def bench_training(model_config: GPTConfig, config: TrainConfig, variants: list[
     return results
 
 
-def time_steps(trainer: Trainer, steps: int, options: dict) -> float:
-    """Seconds per training step over ``steps`` steps, in bfloat16 autocast if ``options`` ask for it."""
-    device = trainer.device
-    precision = torch.autocast(device.type, dtype=torch.bfloat16) if options.get("bf16") else contextlib.nullcontext()
-    with precision:
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        synchronize(device)
+def time_steps(trainer: Trainer, steps: int) -> float:
+    """Seconds per training step over ``steps`` steps."""
+    synchronize(trainer.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    synchronize(trainer.device)
     return (time.perf_counter() - started) / steps
 
 

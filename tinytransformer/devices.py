@@ -41,17 +41,27 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA GPUs that support it; a no-op elsewhere.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager:
+    """The precision to run the forward pass and the loss in.
 
     Args:
         device: The device the model runs on.
+        dtype: ``"auto"`` (bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere),
+            ``"float32"`` (no autocast) or ``"bfloat16"`` (autocast on any device, the CPU included).
 
     Returns:
         A context manager to wrap the forward pass and the loss in.
+
+    Raises:
+        ValueError: If ``dtype`` is not one of ``PRECISIONS``.
     """
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    if dtype == "bfloat16" or dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tinytransformer.checkpoint import CHECKPOINT_FORMAT, write_checkpoint
 from tinytransformer.data import TokenData, get_batch
-from tinytransformer.devices import NonFiniteError, autocast, synchronize, watch_for_non_finite
+from tinytransformer.devices import PRECISIONS, NonFiniteError, autocast, synchronize, watch_for_non_finite
 from tinytransformer.distributed import Distributed, all_reduce_mean, any_rank
 from tinytransformer.files import atomic_write, disk_full
 from tinytransformer.model import GPT
@@ -50,6 +50,9 @@ class TrainConfig:
         log_interval: Steps between progress updates and metric writes.
         optimizer: ``"adamw"``, or ``"adam"`` (no weight decay, as in the original project).
         seed: Seed for initialisation, batches and dropout.
+        dtype: Precision of the forward pass in training and evaluation: ``"auto"`` (bfloat16 autocast on a
+            CUDA GPU that supports it, else float32), ``"float32"`` or ``"bfloat16"`` (chapter 9).
+        compile: Run the model through ``torch.compile`` in training and evaluation (chapter 12).
     """
 
     batch_size: int = 16
@@ -69,6 +72,8 @@ class TrainConfig:
     log_interval: int = 10
     optimizer: str = "adamw"
     seed: int = 1337
+    dtype: str = "auto"
+    compile: bool = False
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
 
 
 def learning_rate(step: int, config: TrainConfig, max_steps: int) -> float:
@@ -186,6 +193,10 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
         self.training_model: Callable[..., Any] = self.ddp or self.model  # what the step runs
+        self.evaluation_model: Callable[..., Any] = self.model
+        if config.compile:  # compiled on first use (chapter 12)
+            self.training_model = torch.compile(self.training_model)
+            self.evaluation_model = torch.compile(self.model)
         self.optimizer = configure_optimizer(self.model, config, self.device)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -222,7 +233,7 @@ class Trainer:
                 self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
             )
             try:
-                with no_sync, autocast(self.device):
+                with no_sync, autocast(self.device, config.dtype):
                     _, loss = self.training_model(x, y)  # the mean next-token loss (chapter 6's forward)
                 (loss / config.grad_accum_steps).backward()
             except NonFiniteError as error:
@@ -254,7 +265,8 @@ class Trainer:
                     self.model.train()
                     return {}
                 x, y = get_batch(tokens, self.config.batch_size, self.model_config.max_seq_len, generator, self.device)
-                total += self.model(x, y)[1]
+                with autocast(self.device, self.config.dtype):
+                    total += self.evaluation_model(x, y)[1]
             losses[split] = total.item() / self.config.eval_batches
         self.model.train()
         return losses
