@@ -17,7 +17,7 @@ from tinytransformer.attention import causal_mask
 from tinytransformer.checkpoint import load_model
 from tinytransformer.cli import main
 from tinytransformer.export import load_web_export
-from tinytransformer.generation import encode_prompt, top_k_filter, top_p_filter
+from tinytransformer.generation import SamplingOptions, encode_prompt, top_k_filter, top_p_filter
 from tinytransformer.model import GPT
 
 from .test_export import write_checkpoint
@@ -289,7 +289,7 @@ def test_greedy_generation_writes_pytorchs_text_even_past_the_context(page, expo
     tokenizer = load_web_export(ROOT / "book" / "explorer")[1]
     prompt = PROMPTS[3] + "\n\n"  # 62 characters: the third new one overflows the context
     text = generate(page, prompt, temperature=0, max_new_tokens=5)
-    expected = exported.generate(torch.tensor([tokenizer.encode(prompt)]), 5, greedy=True)
+    expected = exported.generate(torch.tensor([tokenizer.encode(prompt)]), 5, SamplingOptions(greedy=True))
     assert text == tokenizer.decode(expected[0].tolist())
 
 

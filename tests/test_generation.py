@@ -12,7 +12,7 @@ from tinytransformer.cli import main
 from tinytransformer.commands import generate as generate_command
 from tinytransformer.data import TokenData
 from tinytransformer.generation import (
-    check_generation_options,
+    SamplingOptions,
     encode_prompt,
     generate_tokens,
     sample_next_token,
@@ -22,6 +22,8 @@ from tinytransformer.generation import (
 from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import get_tokenizer
 from tinytransformer.train import TrainConfig, Trainer
+
+GREEDY = SamplingOptions(greedy=True)
 
 
 @pytest.fixture
@@ -154,24 +156,24 @@ def test_generation_past_max_seq_len_rebuilds_the_cache_and_matches_the_uncached
 
 def test_a_prompt_longer_than_the_context_keeps_its_end(model):
     long_prompt = torch.randint(0, 32, (1, 40), generator=torch.Generator().manual_seed(5))
-    out = model.generate(long_prompt, 3, greedy=True)
+    out = model.generate(long_prompt, 3, GREEDY)
     assert torch.equal(out[:, :40], long_prompt)
-    continued = model.generate(long_prompt[:, -16:], 3, greedy=True)
+    continued = model.generate(long_prompt[:, -16:], 3, GREEDY)
     assert torch.equal(out, torch.cat([long_prompt[:, :24], continued], dim=1))
 
 
 def test_batched_prompts_give_the_same_tokens_as_one_prompt_at_a_time(model):
     prompts = torch.randint(0, 32, (4, 6), generator=torch.Generator().manual_seed(6))
-    together = model.generate(prompts, 20, greedy=True)
+    together = model.generate(prompts, 20, GREEDY)
     for row in range(4):
-        assert torch.equal(together[row : row + 1], model.generate(prompts[row : row + 1], 20, greedy=True))
+        assert torch.equal(together[row : row + 1], model.generate(prompts[row : row + 1], 20, GREEDY))
 
 
 def test_generate_tokens_yields_one_column_per_step(model):
-    steps = list(generate_tokens(model, torch.zeros(2, 3, dtype=torch.long), 7, greedy=True))
+    steps = list(generate_tokens(model, torch.zeros(2, 3, dtype=torch.long), 7, GREEDY))
     assert len(steps) == 7 and all(step.shape == (2, 1) for step in steps)
     assert torch.equal(
-        torch.cat(steps, dim=1), model.generate(torch.zeros(2, 3, dtype=torch.long), 7, greedy=True)[:, 3:]
+        torch.cat(steps, dim=1), model.generate(torch.zeros(2, 3, dtype=torch.long), 7, GREEDY)[:, 3:]
     )
 
 
@@ -179,7 +181,7 @@ def test_rows_stop_at_end_of_text_and_are_padded_with_it(model):
     prompts = torch.randint(0, 32, (4, 3), generator=torch.Generator().manual_seed(7))
     free = model.generate(prompts, 30, generator=torch.Generator().manual_seed(1))[:, 3:]
     eot_id = free[0, 4].item()  # some token that row 0 produces at step 4
-    out = model.generate(prompts, 30, generator=torch.Generator().manual_seed(1), eot_id=eot_id)[:, 3:]
+    out = model.generate(prompts, 30, SamplingOptions(eot_id=eot_id), generator=torch.Generator().manual_seed(1))[:, 3:]
     first = (free == eot_id).int().argmax(dim=1).tolist()
     for row in range(4):
         if eot_id in free[row]:
@@ -192,41 +194,44 @@ def test_rows_stop_at_end_of_text_and_are_padded_with_it(model):
 
 def test_generation_stops_when_every_row_has_finished(model):
     prompt = torch.zeros(1, 2, dtype=torch.long)
-    eot_id = model.generate(prompt, 1, greedy=True)[0, -1].item()  # the very first greedy token
-    assert model.generate(prompt, 50, greedy=True, eot_id=eot_id).shape == (1, 3)
+    eot_id = model.generate(prompt, 1, GREEDY)[0, -1].item()  # the very first greedy token
+    assert model.generate(prompt, 50, SamplingOptions(greedy=True, eot_id=eot_id)).shape == (1, 3)
 
 
 def test_an_end_of_text_token_in_the_prompt_does_not_stop_generation(model):
     for eot_id in range(10, 32):  # an end-of-text id that starts the prompt, but that the model never picks
         prompt = torch.tensor([[eot_id, 5, 9]])
-        expected = model.generate(prompt, 4, greedy=True)  # (1, 7), no end-of-text handling
+        expected = model.generate(prompt, 4, GREEDY)  # (1, 7), no end-of-text handling
         if eot_id not in expected[0, 3:].tolist():
             break
     else:
         pytest.fail("every id was picked by the model; no case to test")
-    assert torch.equal(model.generate(prompt, 4, greedy=True, eot_id=eot_id), expected)  # all 4 new tokens
+    stopping = SamplingOptions(greedy=True, eot_id=eot_id)
+    assert torch.equal(model.generate(prompt, 4, stopping), expected)  # all 4 new tokens
 
 
 def test_seeded_sampling_is_reproducible_with_and_without_the_cache(model):
     prompt = torch.randint(0, 32, (3, 4), generator=torch.Generator().manual_seed(8))
-    options = dict(temperature=0.9, top_k=10, top_p=0.9)
-    first = model.generate(prompt, 25, generator=torch.Generator().manual_seed(3), **options)
-    again = model.generate(prompt, 25, generator=torch.Generator().manual_seed(3), **options)
-    uncached = model.generate(prompt, 25, generator=torch.Generator().manual_seed(3), use_cache=False, **options)
-    other = model.generate(prompt, 25, generator=torch.Generator().manual_seed(4), **options)
+    options = SamplingOptions(temperature=0.9, top_k=10, top_p=0.9)
+    first = model.generate(prompt, 25, options, generator=torch.Generator().manual_seed(3))
+    again = model.generate(prompt, 25, options, generator=torch.Generator().manual_seed(3))
+    uncached = model.generate(prompt, 25, options, generator=torch.Generator().manual_seed(3), use_cache=False)
+    other = model.generate(prompt, 25, options, generator=torch.Generator().manual_seed(4))
     assert torch.equal(first, again) and torch.equal(first, uncached)
     assert not torch.equal(first, other)
 
 
 def test_greedy_decoding_ignores_temperature_and_filters(model):
     prompt = torch.zeros(2, 3, dtype=torch.long)
-    plain = model.generate(prompt, 10, greedy=True)
-    assert torch.equal(plain, model.generate(prompt, 10, greedy=True, temperature=5.0, top_k=3, top_p=0.2))
+    plain = model.generate(prompt, 10, GREEDY)
+    assert torch.equal(
+        plain, model.generate(prompt, 10, SamplingOptions(greedy=True, temperature=5.0, top_k=3, top_p=0.2))
+    )
 
 
 def test_generation_restores_the_training_mode_even_when_stopped_early(model):
     model.train()
-    steps = generate_tokens(model, torch.zeros(1, 1, dtype=torch.long), 10, greedy=True)
+    steps = generate_tokens(model, torch.zeros(1, 1, dtype=torch.long), 10, GREEDY)
     next(steps)
     assert not model.training  # dropout off while generating
     steps.close()
@@ -302,7 +307,7 @@ def test_top_p_after_top_k_renormalises_over_the_kept_tokens():
 
 def test_sampling_draws_only_kept_tokens_with_renormalised_frequencies():
     logits = PROBABILITIES.log().expand(40_000, 5)
-    tokens = sample_next_token(logits, top_p=0.8, generator=torch.Generator().manual_seed(0)).flatten()
+    tokens = sample_next_token(logits, SamplingOptions(top_p=0.8), generator=torch.Generator().manual_seed(0)).flatten()
     frequencies = torch.bincount(tokens, minlength=5) / len(tokens)
     expected = torch.tensor([0.0, 0.5, 0.0, 0.25, 0.15]) / 0.9
     assert (frequencies - expected).abs().max() < 0.01
@@ -311,13 +316,15 @@ def test_sampling_draws_only_kept_tokens_with_renormalised_frequencies():
 def test_temperature_divides_the_logits_before_the_softmax():
     logits = torch.tensor([[0.0, math.log(3.0)]]).expand(40_000, 2)  # probabilities 1/4 and 3/4
     for temperature, p_second in ((1.0, 0.75), (2.0, math.sqrt(3) / (1 + math.sqrt(3))), (0.5, 0.9)):
-        tokens = sample_next_token(logits, temperature=temperature, generator=torch.Generator().manual_seed(0))
+        tokens = sample_next_token(
+            logits, SamplingOptions(temperature=temperature), generator=torch.Generator().manual_seed(0)
+        )
         assert tokens.float().mean().item() == pytest.approx(p_second, abs=0.01)
 
 
 def test_greedy_step_is_the_argmax():
     logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(sample_next_token(logits, greedy=True), logits.argmax(dim=-1, keepdim=True))
+    assert torch.equal(sample_next_token(logits, GREEDY), logits.argmax(dim=-1, keepdim=True))
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -343,13 +350,13 @@ def test_greedy_step_is_the_argmax():
     ],
 )
 def test_unusable_options_raise_value_errors_naming_them(model, options, message):
-    options = {"max_new_tokens": 5, **options}
+    max_new_tokens = options.pop("max_new_tokens", 5)
     with pytest.raises(ValueError, match=message):
-        model.generate(torch.zeros(1, 1, dtype=torch.long), **options)
+        model.generate(torch.zeros(1, 1, dtype=torch.long), max_new_tokens, SamplingOptions(**options))
 
 
 def test_temperature_zero_is_allowed_with_greedy_decoding():
-    check_generation_options(5, temperature=0.0, greedy=True)
+    assert SamplingOptions(temperature=0.0, greedy=True).greedy
 
 
 @pytest.mark.parametrize("shape", [(1, 0), (3, 0), (4,)])
@@ -387,8 +394,9 @@ def checkpoint(tmp_path_factory):
     tokens = np.array(tokenizer.encode(TEXT), dtype=np.uint16)
     data = TokenData(train=tokens[:1500], val=tokens[1500:], tokenizer=tokenizer, source="test text")
     config = GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=16, d_model=32, n_layers=2, n_heads=4)
-    trainer = Trainer(GPT(config), TrainConfig(batch_size=2, max_steps=1), data, tmp_path_factory.mktemp("run"),
-                      progress=False)
+    trainer = Trainer(
+        GPT(config), TrainConfig(batch_size=2, max_steps=1), data, tmp_path_factory.mktemp("run"), progress=False
+    )
     return trainer.save_checkpoint()
 
 
@@ -489,7 +497,7 @@ def test_streaming_never_prints_half_a_character(capsys, monkeypatch):
     ids = tokenizer.encode(text)
     assert any(tokenizer.decode([i]).endswith("\ufffd") for i in ids)  # some tokens hold half a character
 
-    def fake_generate_tokens(model, token_ids, max_new_tokens, **options):
+    def fake_generate_tokens(model, token_ids, max_new_tokens, options, **loop):
         yield from (torch.tensor([[i]]) for i in ids)
 
     monkeypatch.setattr(generate_command, "generate_tokens", fake_generate_tokens)
@@ -572,11 +580,23 @@ def test_help_explains_every_option(capsys):
 
 
 def test_a_tiny_temperature_samples_like_greedy_instead_of_failing(checkpoint, capsys):
-    status, sampled, _ = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--temperature", "1e-40",
-                                  "--max-new-tokens", "12", "--seed", "1")
+    status, sampled, _ = generate(
+        capsys,
+        "--checkpoint",
+        str(checkpoint),
+        "--prompt",
+        "the",
+        "--temperature",
+        "1e-40",
+        "--max-new-tokens",
+        "12",
+        "--seed",
+        "1",
+    )
     assert status == 0
-    status, greedy, _ = generate(capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--greedy",
-                                 "--max-new-tokens", "12")
+    status, greedy, _ = generate(
+        capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--greedy", "--max-new-tokens", "12"
+    )
     assert status == 0 and sampled == greedy
 
 
@@ -597,5 +617,5 @@ def test_streaming_decodes_each_token_about_once(checkpoint, monkeypatch):
     original = tokenizer.decode
     monkeypatch.setattr(tokenizer, "decode", lambda ids: decoded.append(len(ids)) or original(ids))
     out = io.StringIO()
-    generate_command._write_samples(model, tokenizer, "the", tokenizer.encode("the"), 200, 1, True, out, greedy=True)
+    generate_command._write_samples(model, tokenizer, "the", tokenizer.encode("the"), 200, 1, True, out, GREEDY)
     assert len(out.getvalue()) > 200 and sum(decoded) <= 2 * 200  # re-decoding everything would be ~20,000

@@ -14,7 +14,7 @@ from transformers.generation.logits_process import (  # noqa: E402
 )
 
 from tinytransformer.cli import main  # noqa: E402
-from tinytransformer.generation import top_k_filter, top_p_filter  # noqa: E402
+from tinytransformer.generation import SamplingOptions, top_k_filter, top_p_filter  # noqa: E402
 from tinytransformer.model import GPT  # noqa: E402
 
 
@@ -79,7 +79,9 @@ def test_generate_with_gpt2_weights_uses_the_gpt2_tokenizer(tiny_gpt2, capsys):
     tokenizer = get_tokenizer("gpt2")
     prompt = torch.tensor([tokenizer.encode("Hello, world")])
     expected = (
-        load_gpt2(tiny_gpt2).generate(prompt, 8, greedy=True, eot_id=tokenizer.eot_id)[0, prompt.shape[1] :].tolist()
+        load_gpt2(tiny_gpt2)
+        .generate(prompt, 8, SamplingOptions(greedy=True, eot_id=tokenizer.eot_id))[0, prompt.shape[1] :]
+        .tolist()
     )
     if tokenizer.eot_id in expected:
         expected = expected[: expected.index(tokenizer.eot_id)]
@@ -107,4 +109,4 @@ def test_our_greedy_generation_matches_hugging_face_with_its_own_cache(tiny_gpt2
     theirs = reference.generate(
         prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False, pad_token_id=50256
     )
-    assert torch.equal(ours.generate(prompt, 20, greedy=True), theirs)
+    assert torch.equal(ours.generate(prompt, 20, SamplingOptions(greedy=True)), theirs)

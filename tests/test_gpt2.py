@@ -18,6 +18,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 
+from tinytransformer.generation import SamplingOptions  # noqa: E402
 from tinytransformer.gpt2 import checkpoint_shapes, config_from_hf, gpt2_state_dict, load_gpt2  # noqa: E402
 from tinytransformer.model import GPT, count_parameters, gpt2_config  # noqa: E402
 
@@ -99,7 +100,7 @@ def test_greedy_generation_gives_the_same_50_tokens(use_cache, tmp_path):
     reference.save_pretrained(tmp_path)
     model = load_gpt2(tmp_path)
     prompt = torch.randint(1, 97, (3, 4), generator=torch.Generator().manual_seed(2))
-    ours = model.generate(prompt, max_new_tokens=50, greedy=True, use_cache=use_cache)
+    ours = model.generate(prompt, 50, SamplingOptions(greedy=True), use_cache=use_cache)
     theirs = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=50,
                                 min_new_tokens=50, do_sample=False, pad_token_id=0)  # with their KV cache
     assert ours.shape == (3, 54)

@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tinytransformer.generation import SamplingOptions
 from tinytransformer.model import GPT, GPTConfig, block_gradient_norms, count_parameters, gpt2_config
+
+GREEDY = SamplingOptions(greedy=True)
 
 
 @pytest.fixture
@@ -161,22 +164,22 @@ def test_generate_appends_max_new_tokens_after_the_prompt(model):
 
 
 def test_generate_runs_past_max_seq_len_by_cropping(model):
-    out = model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=40, greedy=True)
+    out = model.generate(torch.zeros(1, 3, dtype=torch.long), 40, GREEDY)
     assert out.shape == (1, 43)
 
 
 def test_greedy_generation_is_deterministic_and_takes_the_argmax(model):
     prompt = torch.randint(0, 32, (1, 4), generator=torch.Generator().manual_seed(2))
-    out = model.generate(prompt, max_new_tokens=1, greedy=True)
+    out = model.generate(prompt, 1, GREEDY)
     assert out[0, -1] == model(prompt)[0, -1].argmax()
-    assert torch.equal(model.generate(prompt, 10, greedy=True), model.generate(prompt, 10, greedy=True))
+    assert torch.equal(model.generate(prompt, 10, GREEDY), model.generate(prompt, 10, GREEDY))
 
 
 def test_seeded_sampling_is_reproducible(model):
     prompt = torch.zeros(3, 2, dtype=torch.long)
-    first = model.generate(prompt, 12, temperature=1.0, generator=torch.Generator().manual_seed(5))
-    again = model.generate(prompt, 12, temperature=1.0, generator=torch.Generator().manual_seed(5))
-    other = model.generate(prompt, 12, temperature=1.0, generator=torch.Generator().manual_seed(6))
+    first = model.generate(prompt, 12, SamplingOptions(temperature=1.0), generator=torch.Generator().manual_seed(5))
+    again = model.generate(prompt, 12, SamplingOptions(temperature=1.0), generator=torch.Generator().manual_seed(5))
+    other = model.generate(prompt, 12, SamplingOptions(temperature=1.0), generator=torch.Generator().manual_seed(6))
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
@@ -192,7 +195,7 @@ def test_generate_restores_training_mode(model):
 )
 def test_generate_rejects_bad_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        model.generate(torch.zeros(1, 1, dtype=torch.long), **kwargs)
+        model.generate(torch.zeros(1, 1, dtype=torch.long), kwargs.pop("max_new_tokens"), SamplingOptions(**kwargs))
 
 
 def test_block_gradient_norms_gives_one_norm_per_block_and_keeps_the_random_state(tiny_config):

@@ -4,6 +4,7 @@
 
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -49,68 +50,63 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
-def check_generation_options(
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-) -> None:
-    """Refuse settings that cannot work, with a message that names the value and the fix.
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How each next token is chosen.
 
-    Args:
-        max_new_tokens: Most tokens to generate; at least 1.
-        temperature: At least 0; exactly 0 only with ``greedy``.
-        top_k: ``None``, or at least 1.
-        top_p: ``None``, or in ``(0, 1]``.
-        greedy: Whether decoding is greedy.
+    Attributes:
+        temperature: Divides the logits before sampling; at least 0, and exactly 0 only with ``greedy``.
+        top_k: If given, sample only among the ``top_k`` most likely tokens (at least 1).
+        top_p: If given, sample only among the most likely tokens whose probabilities reach ``top_p``
+            together (nucleus sampling); in ``(0, 1]``.
+        greedy: Take the most likely token; the other options then change nothing.
+        eot_id: End-of-text token. A sequence that produces it is finished and padded with it from then
+            on; generation stops early once every sequence is finished.
 
     Raises:
-        ValueError: If ``max_new_tokens < 1``, ``temperature < 0`` (or 0 when sampling),
-            ``top_k < 1``, or ``top_p`` is outside ``(0, 1]``.
+        ValueError: If ``temperature`` is negative, not finite or 0 when sampling, ``top_k < 1``, or
+            ``top_p`` is outside ``(0, 1]``.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not 0 <= temperature < float("inf"):  # also refuses NaN
-        raise ValueError(f"temperature must be a finite number of at least 0, got {temperature!r}; "
-                         "1 samples the model's own distribution")
-    if temperature == 0 and not greedy:
-        raise ValueError("temperature 0 means always taking the most likely token: ask for greedy decoding instead "
-                         "(greedy=True, or --greedy)")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}; leave it out to keep every token")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}; 1 (or leaving it out) keeps every token")
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    eot_id: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
+            raise ValueError(f"temperature must be a finite number of at least 0, got {self.temperature!r}; "
+                             "1 samples the model's own distribution")
+        if self.temperature == 0 and not self.greedy:
+            raise ValueError("temperature 0 means always taking the most likely token: ask for greedy decoding "
+                             "instead (greedy=True, or --greedy)")
+        top_k = self.top_k
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}; leave it out to keep every token")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}; 1 (or leaving it out) keeps every token")
 
 
-def sample_next_token(
-    logits: Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def sample_next_token(logits: Tensor, options: SamplingOptions = SamplingOptions(),
+                      generator: torch.Generator | None = None) -> Tensor:
     """Choose the next token of each sequence from its logits.
 
     Args:
         logits: Next-token scores of shape ``(B, V)``.
-        temperature: Divides the logits; must be positive unless ``greedy``.
-        top_k: If given, keep only the ``top_k`` most likely tokens.
-        top_p: If given, keep only the smallest set of most likely tokens reaching ``top_p``.
-        greedy: Take the argmax; the other options then change nothing.
+        options: Temperature, top-k, top-p or greedy.
         generator: Random generator for reproducible draws.
 
     Returns:
         Token ids of shape ``(B, 1)``.
     """
-    if greedy:
+    if options.greedy:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # the largest is 0: no overflow
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / options.temperature  # the largest is 0: no overflow
+    if options.top_k is not None:
+        logits = top_k_filter(logits, options.top_k)
+    if options.top_p is not None:
+        logits = top_p_filter(logits, options.top_p)
     probabilities = torch.softmax(logits, dim=-1)  # (B, V), zero where filtered out
     return torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
 
@@ -119,42 +115,33 @@ def generate_tokens(
     model: "GPT",
     token_ids: Tensor,
     max_new_tokens: int,
+    options: SamplingOptions = SamplingOptions(),
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
     generator: torch.Generator | None = None,
-    eot_id: int | None = None,
     use_cache: bool = True,
 ) -> Generator[Tensor, None, None]:
     """Generate tokens one step at a time, yielding each step's choice as soon as it is made.
 
     The model is in evaluation mode until the iteration ends, then back in its previous mode. When
     the context reaches ``max_seq_len``, its newest half is kept and the cache rebuilt from it.
-    Options are checked when the iteration starts.
+    The arguments are checked when the iteration starts.
 
     Args:
         model: The model.
         token_ids: Prompts of shape ``(B, T)``, ``T >= 1``; only the last ``max_seq_len`` are used.
-        max_new_tokens: Most steps to take.
-        temperature: See [`sample_next_token`][tinytransformer.generation.sample_next_token].
-        top_k: See [`sample_next_token`][tinytransformer.generation.sample_next_token].
-        top_p: See [`sample_next_token`][tinytransformer.generation.sample_next_token].
-        greedy: See [`sample_next_token`][tinytransformer.generation.sample_next_token].
+        max_new_tokens: Most steps to take; at least 1.
+        options: How each token is chosen, and the end-of-text token that finishes a sequence.
         generator: Random generator for reproducible sampling.
-        eot_id: End-of-text token: a row that produces it is finished, and padded with it.
         use_cache: Use a KV cache (``False`` recomputes the whole context at every step).
 
     Yields:
         The chosen tokens of each step, shape ``(B, 1)``.
 
     Raises:
-        ValueError: If an option cannot work (see
-            [`check_generation_options`][tinytransformer.generation.check_generation_options]) or
-            the prompt is empty or not of shape ``(B, T)``.
+        ValueError: If ``max_new_tokens < 1``, or the prompt is empty or not of shape ``(B, T)``.
     """
-    check_generation_options(max_new_tokens, temperature, top_k, top_p, greedy)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if token_ids.ndim != 2 or token_ids.shape[1] == 0:
         raise ValueError(f"the prompt must have shape (B, T) with T >= 1, got {tuple(token_ids.shape)}; "
                          "to start from nothing, start from the end-of-text token")
@@ -174,12 +161,12 @@ def generate_tokens(
                     logits = model(context, kv_caches=kv_caches)
                 else:
                     logits = model(context[:, -1:], kv_caches=kv_caches)  # (B, 1, V): only the newest token
-            next_ids = sample_next_token(logits[:, -1], temperature, top_k, top_p, greedy, generator)  # (B, 1)
-            if eot_id is not None:
-                next_ids[finished] = eot_id  # finished rows are padded with end-of-text
-                finished |= next_ids[:, 0] == eot_id
+            next_ids = sample_next_token(logits[:, -1], options, generator)  # (B, 1)
+            if options.eot_id is not None:
+                next_ids[finished] = options.eot_id  # finished rows are padded with end-of-text
+                finished |= next_ids[:, 0] == options.eot_id
             yield next_ids
-            if eot_id is not None and finished.all():
+            if options.eot_id is not None and finished.all():
                 return
             context = torch.cat([context, next_ids], dim=1)
             if context.shape[1] > max_seq_len:  # no position left: keep the newest half, rebuild
@@ -207,10 +194,10 @@ def tokens_per_second(
     device = next(model.parameters()).device
     random_tokens = torch.Generator().manual_seed(0)
     prompt = torch.randint(model.config.vocab_size, (batch_size, prompt_len), generator=random_tokens).to(device)
-    model.generate(prompt, 2, greedy=True, use_cache=use_cache)  # warm-up
+    model.generate(prompt, 2, SamplingOptions(greedy=True), use_cache=use_cache)  # warm-up
     synchronize(device)
     start = time.perf_counter()
-    model.generate(prompt, max_new_tokens, greedy=True, use_cache=use_cache)
+    model.generate(prompt, max_new_tokens, SamplingOptions(greedy=True), use_cache=use_cache)
     synchronize(device)
     return batch_size * max_new_tokens / (time.perf_counter() - start)
 

@@ -4,7 +4,7 @@
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from torch import Tensor, nn
 from tinytransformer.attention import KVCache, causal_mask
 from tinytransformer.block import Block
 from tinytransformer.embeddings import Embeddings
+
+if TYPE_CHECKING:  # for the type hints only: chapter 10's module imports this one
+    from tinytransformer.generation import SamplingOptions
 
 MAX_SEQ_LEN = 16_384
 """The longest context the model accepts: its causal mask is a (T, T) table of booleans, 256 MiB at this length."""
@@ -166,13 +169,9 @@ class GPT(nn.Module):
         self,
         token_ids: Tensor,
         max_new_tokens: int,
+        options: "SamplingOptions | None" = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
         generator: torch.Generator | None = None,
-        eot_id: int | None = None,
         use_cache: bool = True,
     ) -> Tensor:
         """Extend ``token_ids`` by up to ``max_new_tokens`` tokens, one at a time.
@@ -184,31 +183,25 @@ class GPT(nn.Module):
         Args:
             token_ids: Prompts of shape ``(B, T)`` with ``T >= 1``, one row per sequence.
             max_new_tokens: Most tokens to append; at least 1.
-            temperature: Divides the logits before sampling; must be positive.
-            top_k: Sample only among the ``top_k`` most likely tokens.
-            top_p: Sample only among the most likely tokens whose probabilities reach ``top_p``
-                together (nucleus sampling); in ``(0, 1]``.
-            greedy: Take the most likely token instead of sampling.
+            options: How each token is chosen — temperature, top-k, top-p, greedy — and the end-of-text
+                token that finishes a row (chapter 10's
+                [`SamplingOptions`][tinytransformer.generation.SamplingOptions]); ``None`` samples the
+                model's own distribution.
             generator: Random generator for reproducible sampling.
-            eot_id: End-of-text token. A row that produces it is finished and padded with it from
-                then on; generation stops early once every row is finished.
             use_cache: Reuse the keys and values of earlier positions (the KV cache). ``False``
                 recomputes the whole context at every step, with the same result, more slowly.
 
         Returns:
             Tensor of shape ``(B, T + n)``: the prompts followed by ``n`` new tokens, where
-            ``n = max_new_tokens`` unless every row reached ``eot_id`` sooner.
+            ``n = max_new_tokens`` unless every row reached the end-of-text token sooner.
 
         Raises:
-            ValueError: If the prompt is empty or not ``(B, T)``, ``max_new_tokens < 1``,
-                ``temperature <= 0`` when sampling, ``top_k < 1`` or ``top_p`` outside ``(0, 1]``.
+            ValueError: If the prompt is empty or not ``(B, T)``, or ``max_new_tokens < 1``.
         """
-        from tinytransformer.generation import generate_tokens  # chapter 10, imported when first used
+        from tinytransformer.generation import SamplingOptions, generate_tokens  # chapter 10, on first use
 
-        new_tokens = generate_tokens(
-            self, token_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            greedy=greedy, generator=generator, eot_id=eot_id, use_cache=use_cache,
-        )
+        new_tokens = generate_tokens(self, token_ids, max_new_tokens, options or SamplingOptions(),
+                                     generator=generator, use_cache=use_cache)
         return torch.cat([token_ids, *new_tokens], dim=1)  # (B, T + n)
 
     def num_parameters(self) -> int:

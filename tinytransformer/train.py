@@ -24,6 +24,7 @@ from tinytransformer.data import TokenData, get_batch
 from tinytransformer.devices import PRECISIONS, NonFiniteError, autocast, synchronize, watch_for_non_finite
 from tinytransformer.distributed import Distributed, all_reduce_mean, any_rank
 from tinytransformer.files import atomic_write, disk_full
+from tinytransformer.generation import SamplingOptions
 from tinytransformer.model import GPT
 from tinytransformer.tokenizer import DEFAULT_TOKENIZER
 
@@ -282,7 +283,7 @@ class Trainer:
         wanted = tokens.shape[1] + max(1, self.config.sample_tokens)
         while tokens.shape[1] < wanted and not self.stop_signal:  # in pieces, so that Ctrl-C is answered
             piece = min(64, wanted - tokens.shape[1])
-            tokens = self.model.generate(tokens, piece, temperature=temperature, generator=generator)
+            tokens = self.model.generate(tokens, piece, SamplingOptions(temperature=temperature), generator=generator)
         return self.data.tokenizer.decode(tokens[0].tolist())
 
     def state_dict(self) -> dict:

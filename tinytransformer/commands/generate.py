@@ -6,21 +6,24 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
 from tinytransformer.devices import select_device
-from tinytransformer.generation import check_generation_options, encode_prompt, generate_tokens
+from tinytransformer.generation import SamplingOptions, encode_prompt, generate_tokens
 from tinytransformer.model import GPT
 from tinytransformer.tokenizer import Tokenizer, get_tokenizer
 
 
 def _write_samples(model: GPT, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], max_new_tokens: int,
-                   num_samples: int, stream: bool, out: TextIO, **options) -> None:
+                   num_samples: int, stream: bool, out: TextIO, options: SamplingOptions = SamplingOptions(),
+                   generator: torch.Generator | None = None, use_cache: bool = True) -> None:
     token_ids = torch.tensor([prompt_ids] * num_samples, device=next(model.parameters()).device)  # (N, T)
-    steps = generate_tokens(model, token_ids, max_new_tokens, eot_id=tokenizer.eot_id, **options)
+    options = replace(options, eot_id=tokenizer.eot_id)
+    steps = generate_tokens(model, token_ids, max_new_tokens, options, generator=generator, use_cache=use_cache)
     start = time.perf_counter()
     if stream and num_samples == 1:
         out.write(prompt)
@@ -46,7 +49,7 @@ def _write_samples(model: GPT, tokenizer: Tokenizer, prompt: str, prompt_ids: li
     out.flush()
     seconds = time.perf_counter() - start
     count = sum(len(row) for row in rows)
-    cache = "on" if options.get("use_cache", True) else "off"
+    cache = "on" if use_cache else "off"
     print(f"[{count} tokens in {seconds:.2f} s, {count / seconds:.0f} tokens/s, KV cache {cache}]", file=sys.stderr)
 
 
@@ -101,7 +104,9 @@ def run_generate(args: argparse.Namespace) -> int:
         FileNotFoundError: If the checkpoint does not exist.
     """
     greedy = args.greedy or args.temperature == 0  # temperature 0 is greedy decoding
-    check_generation_options(args.max_new_tokens, args.temperature, args.top_k, args.top_p, greedy)
+    options = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=greedy)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
     device = select_device(args.device)
@@ -116,8 +121,6 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
     generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=greedy,
-                   generator=generator, use_cache=not args.no_cache)
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     status = 0
     try:
@@ -132,7 +135,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 status = 2
                 continue
             _write_samples(model, tokenizer, prompt, prompt_ids, args.max_new_tokens, args.num_samples, stream,
-                           sys.stdout, **options)
+                           sys.stdout, options, generator, not args.no_cache)
     except KeyboardInterrupt:  # Ctrl-C ends an interactive session without a traceback
         print(file=sys.stderr)
         return 130  # the shell's convention for "interrupted"
