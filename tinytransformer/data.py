@@ -8,12 +8,12 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import regex
@@ -98,25 +98,27 @@ def download(name: str, cache_dir: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {name} from {spec.url}", file=sys.stderr)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=spec.filename + ".", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(spec.url, timeout=60) as response:
+
+    def fetch_and_verify(file: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(spec.url, timeout=60) as response:
             while block := response.read(1 << 16):
                 file.write(block)
-        actual = _sha256(Path(partial))
-        if actual != spec.sha256:
+                digest.update(block)
+        if digest.hexdigest() != spec.sha256:  # raising here keeps nothing: atomic_write removes the file
             raise ValueError(
                 f"checksum mismatch for {name} from {spec.url}: expected sha256 {spec.sha256}, "
-                f"got {actual}; nothing was kept. Try again later, or download it yourself and pass --data PATH"
+                f"got {digest.hexdigest()}; nothing was kept. Try again later, or download it yourself and pass "
+                "--data PATH"
             )
-        os.replace(partial, target)
-    except (OSError, http.client.HTTPException) as error:  # URLError is an OSError; so are disk errors
+
+    try:
+        atomic_write(target, fetch_and_verify)
+    except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
         raise ValueError(
             f"could not download {name} from {spec.url} ({error}); check the connection, "
             "or download the file yourself and pass --data PATH"
         ) from error
-    finally:
-        Path(partial).unlink(missing_ok=True)
     return target
 
 
@@ -242,19 +244,13 @@ class TokenData:
     corpus_sha256: str = ""
 
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def _corpus_digest(files: list[Path]) -> tuple[str, int]:
-    """The SHA-256 of the corpus's bytes (files in order, each followed by a marker) and its size in bytes."""
-    digest, size = hashlib.sha256(), 0
-    for path in files:
-        with path.open("rb") as file:
-            while block := file.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-        digest.update(b"\0 end of file\n")
-    return digest.hexdigest(), size
+    """The SHA-256 of the corpus (of its files' SHA-256s, in order) and its size in bytes."""
+    file_digests = "\n".join(_sha256(path) for path in files)
+    return hashlib.sha256(file_digests.encode()).hexdigest(), sum(path.stat().st_size for path in files)
 
 
 def _cache_key(corpus_sha256: str, tokenizer: str | Tokenizer) -> str:

@@ -20,6 +20,7 @@ from torch import nn
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
 from tinytransformer.block import Block
 from tinytransformer.data import load_token_data
+from tinytransformer.files import atomic_write_bytes
 from tinytransformer.generation import top_k_filter, top_p_filter
 from tinytransformer.model import GPT, GPTConfig, block_gradient_norms
 from tinytransformer.tokenizer import Tokenizer
@@ -97,7 +98,7 @@ def write_figures(out_dir: Path, names: list[str] | None = None) -> list[str]:
         if path.exists() and path.read_bytes() == svg:
             messages.append(f"unchanged {path}")
         else:
-            path.write_bytes(svg)
+            atomic_write_bytes(path, svg)
             messages.append(f"wrote {path}")
     return messages
 

@@ -37,6 +37,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """[`atomic_write`][tinytransformer.files.atomic_write] of bytes already in memory."""
+    atomic_write(path, lambda file: file.write(data))
+
+
 def disk_full(error: BaseException | None) -> bool:
     """Whether ``error``, or an error it was raised from, is "no space left on device"."""
     while error is not None:
