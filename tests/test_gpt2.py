@@ -359,7 +359,8 @@ def test_the_trainer_trains_a_loaded_gpt2_and_generate_reads_its_checkpoint(tmp_
     tokenizer = get_tokenizer("char", text)
     tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
     data = TokenData(train=tokens[:1500], val=tokens[1500:], tokenizer=tokenizer, source="test text")
-    random_gpt2(vocab_size=tokenizer.vocab_size, n_positions=16).save_pretrained(tmp_path / "pretrained")
+    random_gpt2(vocab_size=tokenizer.vocab_size, n_positions=16, n_embd=32, n_layer=2, n_head=4).save_pretrained(
+        tmp_path / "pretrained")
     model = load_gpt2(tmp_path / "pretrained")
     loaded = {name: weight.clone() for name, weight in model.state_dict().items()}
     config = TrainConfig(batch_size=8, max_steps=20, warmup_steps=2, learning_rate=3e-3, eval_interval=20,
