@@ -85,3 +85,10 @@ def test_generation_imports_neither_matplotlib_nor_the_trainer():
             "or m in ('tinytransformer.train', 'tinytransformer.checkpoint', 'tinytransformer.commands')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_command_line_loads_matplotlib_and_transformers_only_when_a_command_needs_them():
+    code = ("import sys, tinytransformer.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'transformers'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

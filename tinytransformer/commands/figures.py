@@ -5,11 +5,11 @@
 import argparse
 from pathlib import Path
 
-from tinytransformer.figures import FIGURES, write_figures
-
 
 def run_figures(args: argparse.Namespace) -> int:
     """``tinytransformer figures``: redraw the book's figures."""
+    from tinytransformer.figures import write_figures  # matplotlib is loaded only by this command
+
     for message in write_figures(args.out, args.names or None):
         print(message)
     return 0
@@ -20,8 +20,8 @@ def add_figures_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "figures",
         help="redraw the book's figures",
-        description="Draw the book's figures from the package and write them as SVG files. "
-        f"The figures: {', '.join(sorted(FIGURES))}.",
+        description="Draw the book's figures from the package and write them as SVG files "
+        "(the figures appendix lists them).",
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: all)")
     parser.add_argument("--out", type=Path, default=Path("book/figures"),
