@@ -97,7 +97,7 @@ def test_an_empty_prompt_starts_gpt2_from_its_end_of_text_token(tiny_gpt2, capsy
 
 def test_a_missing_gpt2_directory_exits_2(tmp_path, capsys):
     assert main(["generate", "--gpt2", str(tmp_path / "nowhere"), "--prompt", "a"]) == 2
-    assert "not a checkpoint directory" in capsys.readouterr().err
+    assert "not a pretrained directory" in capsys.readouterr().err
 
 
 def test_our_greedy_generation_matches_hugging_face_with_its_own_cache(tiny_gpt2):

@@ -261,7 +261,7 @@ def test_parameter_count_equals_hugging_face(size):
 
 
 def test_missing_directory_is_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+    with pytest.raises(FileNotFoundError, match="not a pretrained directory"):
         load_gpt2(tmp_path / "nowhere")
 
 

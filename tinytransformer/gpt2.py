@@ -2,7 +2,7 @@
 #   book/11-gpt2.md
 """Load Hugging Face GPT-2 checkpoints into our GPT (chapter 11).
 
-Nothing here imports ``transformers``: a checkpoint directory is read with ``safetensors`` (or
+Nothing here imports ``transformers``: a pretrained directory is read with ``safetensors`` (or
 ``torch.load``), and hub names are downloaded with ``huggingface_hub``, both imported only when used.
 """
 
@@ -161,7 +161,7 @@ def gpt2_state_dict(hf_state: Mapping[str, Tensor], config: GPTConfig) -> dict[s
 
 
 def read_weights(directory: Path) -> dict[str, Tensor]:
-    """Read the tensors of a checkpoint directory.
+    """Read the tensors of a pretrained directory.
 
     Args:
         directory: Holds ``model.safetensors``, or shards listed in ``model.safetensors.index.json``,
@@ -202,10 +202,10 @@ def read_weights(directory: Path) -> dict[str, Tensor]:
 
 
 def read_checkpoint(directory: Path) -> tuple[GPTConfig, dict[str, Tensor]]:
-    """Read a Hugging Face GPT-2 checkpoint directory: ``config.json`` and the weights.
+    """Read a Hugging Face GPT-2 pretrained directory: ``config.json`` and the weights.
 
     Args:
-        directory: The checkpoint directory.
+        directory: The pretrained directory.
 
     Returns:
         The configuration and GPT-2's tensors by name.
@@ -217,7 +217,7 @@ def read_checkpoint(directory: Path) -> tuple[GPTConfig, dict[str, Tensor]]:
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
-            f"{config_file} not found; a GPT-2 checkpoint directory holds config.json and model.safetensors"
+            f"{config_file} not found; a GPT-2 pretrained directory holds config.json and model.safetensors"
         )
     try:
         settings = json.loads(config_file.read_text(encoding="utf-8"))
@@ -273,7 +273,7 @@ def load_gpt2(source: str | PathLike | Any) -> GPT:
     otherwise downloads GPT-2 small from the hub.
 
     Args:
-        source: A checkpoint directory (``config.json`` + ``model.safetensors`` or
+        source: A pretrained directory (``config.json`` + ``model.safetensors`` or
             ``pytorch_model.bin``), a Hugging Face Hub name such as ``"gpt2"`` (needs
             ``huggingface_hub`` and, the first time, a network), or an in-memory
             ``transformers.GPT2LMHeadModel`` / ``GPT2Model``.
@@ -293,7 +293,7 @@ def load_gpt2(source: str | PathLike | Any) -> GPT:
         if not path.exists() and isinstance(source, str) and HUB_NAME.fullmatch(source):
             path = download_gpt2(source)
         if not path.is_dir():
-            raise FileNotFoundError(f"{path} is not a checkpoint directory (config.json + model.safetensors)")
+            raise FileNotFoundError(f"{path} is not a pretrained directory (config.json + model.safetensors)")
         config, hf_state = read_checkpoint(path)
     else:
         raise ValueError(
