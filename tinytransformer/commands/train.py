@@ -205,15 +205,8 @@ def _train(
             if distributed.is_main:
                 _forget_metrics_after(out_dir / "metrics.jsonl", trainer.step)
         if distributed.is_main:
-            run = {
-                "preset": args.preset,
-                "resume": str(args.resume) if args.resume else None,
-                "data": data.source,
-                "tokenizer": data.tokenizer.name,
-                "model": asdict(model_config),
-                "train": asdict(config),
-            }
-            atomic_write(out_dir / "config.json", lambda file: file.write(json.dumps(run, indent=2).encode()))
+            run = json.dumps(_run_record(args, model_config, config, data), indent=2)
+            atomic_write(out_dir / "config.json", lambda file: file.write(run.encode()))
             print(
                 f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} "
                 f"with {data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), "
@@ -224,6 +217,12 @@ def _train(
     if distributed.is_main:
         print(json.dumps(json_safe({"step": trainer.step, **losses, "checkpoint": str(out_dir / "checkpoint.pt")})))
     return 128 + trainer.stop_signal if trainer.stop_signal else 0
+
+
+def _run_record(args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData) -> dict:
+    """What a run is: where it started from, its data and tokenizer, and both configurations."""
+    return {"preset": args.preset, "resume": str(args.resume) if args.resume else None, "data": data.source,
+            "tokenizer": data.tokenizer.name, "model": asdict(model_config), "train": asdict(config)}
 
 
 def _describe_run(
@@ -237,12 +236,7 @@ def _describe_run(
     trainer.train_step()
     synchronize(trainer.device)
     return {
-        "preset": args.preset,
-        "resume": str(args.resume) if args.resume else None,
-        "data": data.source,
-        "tokenizer": data.tokenizer.name,
-        "model": asdict(model_config),
-        "train": asdict(config),
+        **_run_record(args, model_config, config, data),
         "parameters": trainer.model.num_parameters(),
         "tokens_per_step": trainer.tokens_per_step,
         "steps": trainer.max_steps,
