@@ -202,6 +202,7 @@ class Trainer:
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.losses = {"train": float("nan"), "val": float("nan"), "average": float("nan")}
+        self.grad_norm = torch.zeros(())  # the global gradient norm of the last step, before clipping
         self.stop_signal: int | None = None
         if debug:
             watch_for_non_finite(self.model)
@@ -240,8 +241,8 @@ class Trainer:
             except NonFiniteError as error:
                 raise NonFiniteError(f"{error} at step {self.step}, micro-batch {micro_batch}") from None
             step_loss += loss.detach() / config.grad_accum_steps
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")  # inf: measure, never clip
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)  # before clipping
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.debug:
@@ -348,7 +349,7 @@ class Trainer:
         try:
             while self.step < end and not stop:
                 loss = self.train_step()  # sets this step's learning rate, then takes the step
-                pending.append((self.step - 1, self.optimizer.param_groups[0]["lr"], loss))
+                pending.append((self.step - 1, self.optimizer.param_groups[0]["lr"], loss, self.grad_norm))
                 end_of_epoch = self.config.epochs is not None and self.step % self.steps_per_epoch == 0
                 at_checkpoint = self.step % self.config.eval_interval == 0 or end_of_epoch or self.step == end
                 at_log = self.step % self.config.log_interval == 0 or at_checkpoint
@@ -388,8 +389,9 @@ class Trainer:
     def _log_steps(self, pending: list, tokens_per_second: float, bar: tqdm) -> None:
         if not pending:
             return
-        losses = all_reduce_mean(torch.stack([loss for _, _, loss in pending]), self.distributed).tolist()  # one sync
-        for (step, _, _), loss in zip(pending, losses):
+        values = torch.stack([torch.stack([loss, norm.to(loss.device)]) for _, _, loss, norm in pending])  # (n, 2)
+        losses, grad_norms = zip(*all_reduce_mean(values, self.distributed).tolist())  # one sync
+        for (step, _, _, _), loss in zip(pending, losses):
             if not math.isfinite(loss):
                 raise ValueError(
                     f"training diverged: the loss of step {step + 1} is {loss} (running average before it: "
@@ -402,8 +404,8 @@ class Trainer:
             loss=f"{losses[-1]:.3f}", avg=f"{self.losses['average']:.3f}", tok_s=f"{tokens_per_second:,.0f}"
         )
         records = [
-            {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_second}
-            for (step, lr, _), loss in zip(pending, losses)
+            {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_second}
+            for (step, lr, _, _), loss, grad_norm in zip(pending, losses, grad_norms)
         ]
         self._append_metrics(records)
 
@@ -487,7 +489,7 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict]:
 
 
 def plot_losses(metrics_path: Path, image_path: Path) -> None:
-    """Draw training and validation loss from ``metrics.jsonl`` into a PNG."""
+    """Draw training and validation loss, and the gradient norm, from ``metrics.jsonl`` into a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # draw to files, never to a window
@@ -496,12 +498,15 @@ def plot_losses(metrics_path: Path, image_path: Path) -> None:
     records = read_metrics(metrics_path)
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, (axes, norm_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
     axes.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train (per step)")
     axes.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (evaluation)")
     axes.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation")
-    axes.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Training progress")
+    axes.set(ylabel="cross-entropy loss (nats)", title="Training progress")
     axes.legend()
+    norms = [r for r in steps if r.get("grad_norm") is not None]  # older logs have none
+    norm_axes.plot([r["step"] for r in norms], [r["grad_norm"] for r in norms], lw=0.8)
+    norm_axes.set(xlabel="step", ylabel="gradient norm", yscale="log")
     figure.tight_layout()
     atomic_write(image_path, lambda file: figure.savefig(file, format="png", dpi=100))
     plt.close(figure)
