@@ -126,6 +126,9 @@ def learning_rate(step: int, config: TrainConfig, max_steps: int) -> float:
 def configure_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (or plain Adam, for the original project's preset).
 
+    Only parameters with ``requires_grad`` are optimised, so a model whose weights are frozen — LoRA's
+    adapters around a pretrained model (chapter 11b) — hands the optimiser just what trains.
+
     Args:
         model: The model whose parameters to optimise.
         config: Learning rate, betas, weight decay and the optimiser's name.
@@ -136,10 +139,11 @@ def configure_optimizer(model: GPT, config: TrainConfig, device: torch.device) -
     """
     betas = (config.beta1, config.beta2)
     fused = device.type in ("cpu", "cuda")
+    trainable = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=betas, fused=fused)
-    matrices = [p for p in model.parameters() if p.ndim >= 2]  # linear and embedding weights
-    others = [p for p in model.parameters() if p.ndim < 2]  # biases, LayerNorm scales and shifts
+        return torch.optim.Adam(trainable, lr=config.learning_rate, betas=betas, fused=fused)
+    matrices = [p for p in trainable if p.ndim >= 2]  # linear and embedding weights
+    others = [p for p in trainable if p.ndim < 2]  # biases, LayerNorm scales and shifts
     groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=betas, fused=fused)
 

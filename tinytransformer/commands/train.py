@@ -1,5 +1,6 @@
 # Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
 #   book/08-training.md
+#   book/11-lora.md
 """``tinytransformer train`` (chapter 8): flags from the configurations, presets, resuming, the run folder."""
 
 import argparse
@@ -17,13 +18,16 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from tinytransformer.checkpoint import config_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+from tinytransformer.checkpoint import config_from_checkpoint, load_checkpoint, load_model, tokenizer_from_checkpoint
 from tinytransformer.commands.options import add_data_arguments, add_device_argument
 from tinytransformer.data import TokenData, load_token_data
 from tinytransformer.devices import synchronize
 from tinytransformer.distributed import Distributed, init_distributed, shutdown
 from tinytransformer.files import atomic_write
+from tinytransformer.gpt2 import load_gpt2
+from tinytransformer.lora import TARGETS, apply_lora, check_rank, lora_layers
 from tinytransformer.model import GPT, GPTConfig
+from tinytransformer.tokenizer import Tokenizer, get_tokenizer
 from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, preset_named, read_metrics
 
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
@@ -111,6 +115,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue training from this checkpoint")
     parser.add_argument("--new-data", action="store_true",
                         help="with --resume: continue on a corpus other than the checkpoint's, or one that changed")
+    add_init_arguments(parser)  # --init and --lora (chapter 11b)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--print-config",
@@ -157,14 +162,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _resolve(
     args: argparse.Namespace, model_typed: dict, train_typed: dict
-) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None]:
-    """Defaults < preset < checkpoint < typed flags: the two configurations, the data and the checkpoint."""
+) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None, GPT | None]:
+    """Defaults < preset < checkpoint < typed flags: the configurations, the data, the checkpoint, the weights.
+
+    The last two are ``None`` for a fresh run; the weights are set by ``--init`` (chapter 11b).
+    """
+    if args.init is not None or args.lora is not None:
+        return _resolve_init(args, model_typed, train_typed)
     if not args.resume:
         preset = preset_named(args.preset)
         data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
         model_config = GPTConfig(**{**preset.model, **model_typed, "vocab_size": data.tokenizer.vocab_size})
-        return model_config, resolve_train_config(preset.train, train_typed), data, None
+        return model_config, resolve_train_config(preset.train, train_typed), data, None, None
     state = load_checkpoint(args.resume)
+    if state.get("lora"):
+        raise ValueError(f"{args.resume} comes from a LoRA run and holds the merged model, not its adapters' "
+                         f"optimiser; continue it with --init {args.resume} --lora RANK")
     _refuse_changes("architecture", state["model_config"], model_typed, args.resume)
     model_config = config_from_checkpoint(GPTConfig, state["model_config"], args.resume)
     config_from_checkpoint(TrainConfig, state["train_config"], args.resume)  # refuses unknown or damaged fields
@@ -180,23 +193,24 @@ def _resolve(
     if state.get("data_sha256", data.corpus_sha256) != data.corpus_sha256 and not args.new_data:
         raise ValueError(f"{data.source} is not the text {args.resume} was trained on (another corpus, or it changed "
                          "since); to continue training on it deliberately, add --new-data")
-    return model_config, resolve_train_config(state["train_config"], train_typed), data, state
+    return model_config, resolve_train_config(state["train_config"], train_typed), data, state, None
 
 
 def _train(
     args: argparse.Namespace, model_typed: dict, train_typed: dict, distributed: Distributed, device: torch.device
 ) -> int:
-    model_config, config, data, state = _resolve(args, model_typed, train_typed)
+    model_config, config, data, state, initial = _resolve(args, model_typed, train_typed)
     if args.print_config:
-        print(json.dumps(_describe_run(args, model_config, config, data, device), indent=2))
+        print(json.dumps(_describe_run(args, model_config, config, data, device, initial), indent=2))
         return 0
     out_dir = args.out or (args.resume.parent if args.resume else _new_run_folder(args.preset))
     with lock_run_folder(out_dir) if distributed.is_main else contextlib.nullcontext():
         if distributed.is_main:
             _check_run_folder(out_dir, args.resume)
         torch.manual_seed(config.seed)  # the initial weights (a resumed run then loads its own)
-        trainer = Trainer(GPT(model_config), config, data, out_dir=out_dir, device=device, debug=args.debug,
-                          progress=not args.no_progress, distributed=distributed)
+        model = _with_adapters(args, initial) if initial is not None else GPT(model_config)
+        trainer = _trainer_class(args)(model, config, data, out_dir=out_dir, device=device, debug=args.debug,
+                                       progress=not args.no_progress, distributed=distributed)
         if state is not None:
             planned_steps = trainer.max_steps  # from the configuration, typed flags included
             trainer.load_state_dict(state)
@@ -221,16 +235,18 @@ def _train(
 
 def _run_record(args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData) -> dict:
     """What a run is: where it started from, its data and tokenizer, and both configurations."""
-    return {"preset": args.preset, "resume": str(args.resume) if args.resume else None, "data": data.source,
+    lora = {"rank": args.lora, "alpha": args.lora_alpha, "targets": args.lora_targets} if args.lora else None
+    return {"preset": args.preset, "resume": str(args.resume) if args.resume else None,
+            "init": str(args.init) if args.init else None, "lora": lora, "data": data.source,
             "tokenizer": data.tokenizer.name, "model": asdict(model_config), "train": asdict(config)}
 
 
-def _describe_run(
-    args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData, device: torch.device
-) -> dict:
+def _describe_run(args: argparse.Namespace, model_config: GPTConfig, config: TrainConfig, data: TokenData,
+                  device: torch.device, initial: GPT | None = None) -> dict:
     """The effective configuration, and the size and speed of a step measured on this machine."""
     torch.manual_seed(config.seed)
-    trainer = Trainer(GPT(model_config), config, data, device=device, progress=False)
+    model = _with_adapters(args, initial) if initial is not None else GPT(model_config)
+    trainer = Trainer(model, config, data, device=device, progress=False)
     trainer.train_step()  # warm-up
     started = time.perf_counter()
     trainer.train_step()
@@ -308,3 +324,103 @@ def _refuse_changes(what: str, stored: dict, requested: dict, path: Path) -> Non
     ]
     if differences:
         raise ValueError(f"--resume {path}: the {what} differs: {'; '.join(differences)}; resume without those flags")
+
+
+def add_init_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--init``, ``--lora``, ``--lora-alpha`` and ``--lora-targets`` to ``tinytransformer train``."""
+    group = parser.add_argument_group("fine-tuning (see chapter 11b)")
+    group.add_argument(
+        "--init", type=Path, metavar="SOURCE",
+        help="start from these weights instead of random ones: a Hugging Face GPT-2 pretrained directory "
+        "(config.json + model.safetensors) or one of our checkpoints; they fix the architecture and the tokenizer",
+    )
+    group.add_argument("--lora", type=int, metavar="RANK",
+                       help="with --init: freeze the weights and train LoRA adapters of this rank; each checkpoint "
+                       "holds the merged model")
+    group.add_argument("--lora-alpha", type=float, default=8.0, metavar="FLOAT",
+                       help="with --lora: scale each update by alpha / rank (default: 8)")
+    group.add_argument("--lora-targets", default=",".join(TARGETS), metavar="NAMES",
+                       help=f"with --lora: the projections to adapt, comma-separated from {', '.join(TARGETS)} "
+                       "(default: all of them)")
+
+
+def _lora_target_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown or not names:
+        raise ValueError(f"--lora-targets {text!r}: choose one or more of {', '.join(TARGETS)}, comma-separated")
+    return names
+
+
+def load_init(source: Path) -> tuple[GPT, Tokenizer]:
+    """The weights and tokenizer of ``--init``: a GPT-2 pretrained directory or one of our checkpoints.
+
+    Raises:
+        ValueError: If ``source`` is neither (or does not exist), or cannot be read.
+    """
+    if source.is_dir() and (source / "checkpoint.pt").is_file():  # our run folder (its config.json is the run's)
+        source = source / "checkpoint.pt"
+    elif source.is_dir() and (source / "config.json").is_file():
+        return load_gpt2(source), get_tokenizer("gpt2")
+    if source.is_file():
+        return load_model(source)
+    what = ("does not exist" if not source.exists()
+            else "is a folder with neither config.json (a GPT-2 pretrained directory) nor checkpoint.pt")
+    raise ValueError(f"--init {source} {what}; pass a Hugging Face GPT-2 pretrained directory or a "
+                     "checkpoint written by tinytransformer train")
+
+
+def _resolve_init(
+    args: argparse.Namespace, model_typed: dict, train_typed: dict
+) -> tuple[GPTConfig, TrainConfig, TokenData, None, GPT]:
+    """``--init``: the weights with their architecture and tokenizer, the training configuration of the preset."""
+    if args.init is None:
+        raise ValueError("--lora adapts pretrained weights: add --init SOURCE (a GPT-2 directory or a checkpoint)")
+    if args.resume is not None:
+        raise ValueError("--init starts a new run from a model's weights and --resume continues a run: use one")
+    if model_typed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in model_typed)
+        raise ValueError(f"--init {args.init}: the weights fix the architecture; drop {flags}")
+    if args.lora is not None:
+        check_rank(args.lora)
+        if not 0 < args.lora_alpha < float("inf"):
+            raise ValueError(f"--lora-alpha must be a positive number, got {args.lora_alpha}")
+        _lora_target_names(args.lora_targets)
+    preset = preset_named(args.preset)
+    model, tokenizer = load_init(args.init)
+    if args.tokenizer is not None and args.tokenizer != tokenizer.name:
+        raise ValueError(f"{args.init} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
+                         "drop --tokenizer: the weights only fit the token ids they were trained on")
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"{args.init} has {model.config.vocab_size} token embeddings but its tokenizer "
+                         f"{tokenizer.name!r} has {tokenizer.vocab_size} tokens; it cannot be fine-tuned here")
+    data = load_token_data(args.data, tokenizer=tokenizer)
+    return model.config, resolve_train_config(preset.train, train_typed), data, None, model
+
+
+def _with_adapters(args: argparse.Namespace, model: GPT) -> GPT:
+    """The loaded model in training mode, with LoRA adapters when ``--lora`` asks for them."""
+    model.train()
+    if args.lora is not None:
+        apply_lora(model, args.lora, args.lora_alpha, _lora_target_names(args.lora_targets))
+    return model
+
+
+class MergedLoRATrainer(Trainer):
+    """A trainer whose checkpoints hold the merged model: a plain GPT that ``generate`` and ``--init`` read."""
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        weights = dict(state["model"])
+        layers = lora_layers(self.model)
+        for name, layer in layers.items():
+            for key in [key for key in weights if key.startswith(name + ".")]:
+                del weights[key]  # base.weight, base.bias, A, B
+            weights.update({f"{name}.{key}": value for key, value in layer.merged().state_dict().items()})
+        layer = next(iter(layers.values()))
+        targets = sorted({name.rpartition(".")[2] for name in layers})
+        return {**state, "model": weights, "lora": {"rank": layer.rank, "alpha": layer.alpha, "targets": targets}}
+
+
+def _trainer_class(args: argparse.Namespace) -> type[Trainer]:
+    return MergedLoRATrainer if args.lora is not None else Trainer
