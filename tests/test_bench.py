@@ -54,27 +54,8 @@ def test_cpu_peak_without_cpuinfo_is_nan_with_the_reason(monkeypatch):
 
 def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    args = [
-        "bench",
-        "--d-model",
-        "16",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--max-seq-len",
-        "16",
-        "--batch-size",
-        "2",
-        "--steps",
-        "1",
-        "--repeats",
-        "1",
-        "--generate",
-        "4",
-        "--json",
-        str(path),
-    ]
+    args = ["bench", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--max-seq-len", "16", "--batch-size",
+            "2", "--steps", "1", "--repeats", "1", "--generate", "4", "--json", str(path)]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| book |" in table and "| sdpa |" in table and "generate 4 tokens" in table

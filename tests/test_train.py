@@ -266,28 +266,9 @@ def cli_train(*args: str) -> int:
 
 
 def test_cli_trains_and_resumes(tmp_path, corpus, capsys):
-    common = [
-        "--data",
-        str(corpus),
-        "--tokenizer",
-        "char",
-        "--max-seq-len",
-        "16",
-        "--d-model",
-        "32",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--batch-size",
-        "4",
-        "--eval-interval",
-        "3",
-        "--eval-batches",
-        "1",
-        "--sample-tokens",
-        "4",
-    ]
+    common = ["--data", str(corpus), "--tokenizer", "char", "--max-seq-len", "16", "--d-model", "32", "--n-layers",
+              "1", "--n-heads", "2", "--batch-size", "4", "--eval-interval", "3", "--eval-batches", "1",
+              "--sample-tokens", "4"]
     assert cli_train(*common, "--max-steps", "3", "--out", str(tmp_path / "run")) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 3
@@ -296,26 +277,8 @@ def test_cli_trains_and_resumes(tmp_path, corpus, capsys):
 
 
 def test_new_run_never_overwrites_an_existing_checkpoint(tmp_path, corpus, capsys):
-    args = [
-        "--data",
-        str(corpus),
-        "--max-seq-len",
-        "16",
-        "--d-model",
-        "16",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--max-steps",
-        "1",
-        "--eval-batches",
-        "1",
-        "--sample-tokens",
-        "0",
-        "--out",
-        str(tmp_path),
-    ]
+    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-steps", "1", "--eval-batches", "1", "--sample-tokens", "0", "--out", str(tmp_path)]
     assert cli_train(*args) == 0
     before = (tmp_path / "checkpoint.pt").read_bytes()
     assert cli_train(*args) == 2
@@ -407,28 +370,9 @@ def test_train_help_explains_every_option(capsys):
 
 
 def test_progress_goes_to_stderr_and_only_the_result_to_stdout(tmp_path, corpus, capsys):
-    args = [
-        "--data",
-        str(corpus),
-        "--max-seq-len",
-        "16",
-        "--d-model",
-        "16",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--max-steps",
-        "2",
-        "--eval-interval",
-        "1",
-        "--eval-batches",
-        "1",
-        "--sample-tokens",
-        "3",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    args = ["--data", str(corpus), "--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-steps", "2", "--eval-interval", "1", "--eval-batches", "1", "--sample-tokens", "3", "--out",
+            str(tmp_path / "run")]
     assert cli_train(*args) == 0
     captured = capsys.readouterr()
     assert [json.loads(line)["step"] for line in captured.out.splitlines()] == [2]  # one JSON result line
@@ -443,20 +387,8 @@ def test_the_logged_learning_rate_is_the_one_each_step_used(tmp_path, data, mode
     assert logged[0][1] == pytest.approx(config.learning_rate / 3)  # step 1 of 3 warm-up steps
 
 
-TINY = [
-    "--max-seq-len",
-    "16",
-    "--d-model",
-    "16",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--eval-batches",
-    "1",
-    "--sample-tokens",
-    "0",
-]
+TINY = ["--max-seq-len", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--eval-batches", "1",
+        "--sample-tokens", "0"]
 
 
 def print_config(capsys, *args: str) -> dict:
