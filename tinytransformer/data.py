@@ -20,7 +20,7 @@ import regex
 import torch
 from tqdm import tqdm
 
-from tinytransformer.files import atomic_write
+from tinytransformer.files import atomic_write, atomic_write_bytes
 from tinytransformer.tokenizer import (
     DEFAULT_TOKENIZER,
     Tokenizer,
@@ -313,7 +313,7 @@ def _build_cache(files: list[Path], tokenizer: str | Tokenizer, key: str, folder
 
     atomic_write(folder / f"{key}.bin", write_tokens)
     meta = {"format": CACHE_FORMAT, "tokenizer": tokenizer.to_dict(), "dtype": np.dtype(dtype).name, **counts}
-    atomic_write(folder / f"{key}.json", lambda file: file.write(json.dumps(meta).encode()))
+    atomic_write_bytes(folder / f"{key}.json", json.dumps(meta).encode())
     seconds = max(time.perf_counter() - start, 1e-6)
     print(
         f"tokenized {size:,} bytes into {counts['n_tokens']:,} tokens ({tokenizer.name}) in {seconds:.2f} s "

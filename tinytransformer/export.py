@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tinytransformer.checkpoint import load_checkpoint, load_model
-from tinytransformer.files import atomic_write
+from tinytransformer.files import atomic_write_bytes
 from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import CharTokenizer, Tokenizer
 from tinytransformer.train import json_safe, prepare_out_dir
@@ -59,8 +59,8 @@ def export_model(model: GPT, tokenizer: Tokenizer, out_dir: Path, dtype: str = "
                 "dtype": dtype, "parameters": offset, "weights": "weights.bin", "tensors": tensors, **(about or {})}
     text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
     out_dir = prepare_out_dir(out_dir)
-    atomic_write(out_dir / "weights.bin", lambda file: file.write(np.concatenate(arrays).tobytes()))
-    atomic_write(out_dir / "manifest.json", lambda file: file.write(text.encode("utf-8")))
+    atomic_write_bytes(out_dir / "weights.bin", np.concatenate(arrays).tobytes())
+    atomic_write_bytes(out_dir / "manifest.json", text.encode("utf-8"))
     return manifest
 
 

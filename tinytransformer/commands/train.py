@@ -23,7 +23,7 @@ from tinytransformer.commands.options import add_data_arguments, add_device_argu
 from tinytransformer.data import TokenData, load_token_data
 from tinytransformer.devices import synchronize
 from tinytransformer.distributed import Distributed, init_distributed, shutdown
-from tinytransformer.files import atomic_write
+from tinytransformer.files import atomic_write_bytes
 from tinytransformer.gpt2 import load_gpt2
 from tinytransformer.lora import TARGETS, apply_lora, check_rank, lora_layers
 from tinytransformer.model import GPT, GPTConfig
@@ -220,7 +220,7 @@ def _train(
                 _forget_metrics_after(out_dir / "metrics.jsonl", trainer.step)
         if distributed.is_main:
             run = json.dumps(_run_record(args, model_config, config, data), indent=2)
-            atomic_write(out_dir / "config.json", lambda file: file.write(run.encode()))
+            atomic_write_bytes(out_dir / "config.json", run.encode())
             print(
                 f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} "
                 f"with {data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), "
@@ -299,7 +299,7 @@ def _forget_metrics_after(path: Path, step: int) -> None:
     """Drop the records a killed run logged after its last checkpoint (and a torn last line)."""
     if path.exists():
         kept = "".join(json.dumps(record) + "\n" for record in read_metrics(path, up_to_step=step))
-        atomic_write(path, lambda file: file.write(kept.encode()))
+        atomic_write_bytes(path, kept.encode())
 
 
 def _check_run_folder(out_dir: Path, resume: Path | None) -> None:
