@@ -24,12 +24,23 @@ would skip them. ``pytest_markdown_docs_markdown_it`` below gives it a parser th
 body of every such block back to the margin — line for line, so error line numbers still point into
 the chapter — which makes their fences ordinary top-level fences, collected and run like any other
 untitled block. Fences inside any other admonition stay hidden, and ``tests/test_book.py`` fails on them.
+
+**What a block prints is shown under it on the site, and checked here.** pytest captures each block's
+standard output; the record of it in ``book/outputs/<chapter>.json`` must match, or the block fails as
+stale (``tinytransformer/block_outputs.py``, appendix "How the book becomes a package").
+``pytest book --refresh-outputs`` records them all again.
 """
 
+import contextlib
 import dataclasses
+import datetime
+import difflib
 import importlib
+import io
 import os
+import platform
 import re
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +49,15 @@ import torch
 from markdown_it import MarkdownIt
 from pytest_markdown_docs.plugin import MarkdownInlinePythonItem
 
+from tinytransformer.block_outputs import (
+    PythonBlock,
+    block_key,
+    mask_numbers,
+    python_blocks,
+    read_outputs,
+    unfold_solutions,
+    write_outputs,
+)
 from tinytransformer.tangle import TITLE
 from tinytransformer.tokenizer import load_encoding
 
@@ -49,6 +69,11 @@ pytest_plugins = ["pytester"]  # tests/test_skips.py runs pytest on small test f
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PRETRAINED_ENCODINGS = ("gpt2", "r50k_base", "p50k_base")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--refresh-outputs", action="store_true",
+                     help="record what each book block prints into book/outputs/ (shown under it on the site)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,6 +118,158 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"CI=true: nothing may be skipped, but this test was: {reason}"
+    if report.when == "call" and report.passed and isinstance(getattr(item, "runner", None), PrintingRunner):
+        check_output(item, report, item.runner)
+
+
+# What the book's blocks print.
+
+REFRESH = "pytest book --refresh-outputs"
+
+
+@cache
+def chapter_blocks(chapter: Path) -> dict[int, PythonBlock]:
+    """A chapter's run blocks by the line pytest-markdown-docs gives their item (1-based, the fence)."""
+    return {block.start + 1: block for block in python_blocks(chapter.read_text(encoding="utf-8"))}
+
+
+def book_block(item: pytest.Item) -> PythonBlock | None:
+    """The chapter block that ``item`` runs, or ``None`` for other tests and docstring examples."""
+    if item.path.suffix != ".md" or not isinstance(item, MarkdownInlinePythonItem):
+        return None
+    return chapter_blocks(item.path).get(item.start_line)
+
+
+class PrintingRunner:
+    """Runs a book block with pytest-markdown-docs' runner and keeps what it prints.
+
+    pytest-markdown-docs switches pytest's capture off while a block runs, so its standard output is
+    collected here instead (and still shown on the terminal when the block fails).
+    """
+
+    def __init__(self, runner, block: PythonBlock) -> None:
+        self.runner, self.block, self.printed = runner, block, ""
+
+    def runtest(self, *args, **kwargs) -> None:
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                self.runner.runtest(*args, **kwargs)
+        except BaseException:
+            print(buffer.getvalue(), end="")
+            raise
+        finally:
+            self.printed = buffer.getvalue()
+
+    def repr_failure(self, *args, **kwargs):
+        return self.runner.repr_failure(*args, **kwargs)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    block = book_block(item)
+    if block is not None:
+        item.runner = PrintingRunner(item.runner, block)
+    yield
+
+
+def output_matches(shown: str, printed: str, varies: str) -> bool:
+    """Whether the output ``shown`` under a block still says what it ``printed`` now.
+
+    Exactly the same, or for a block whose output varies (see ``VARIES``) the same with its numbers
+    masked, or for an ``unchecked`` one anything (but something where something is shown).
+    """
+    if varies == "all":
+        return bool(shown) == bool(printed)
+    if varies == "numbers":
+        return mask_numbers(shown) == mask_numbers(printed)
+    return shown == printed
+
+
+def output_problem(shown: str, printed: str, varies: str) -> str | None:
+    """Why the output ``shown`` under a block is stale, given what it ``printed`` now; ``None`` if it is not.
+
+    Off CI a difference in numbers only is a warning: another CPU may round the last digit otherwise.
+    """
+    if output_matches(shown, printed, varies):
+        return None
+    numbers_only = bool(shown) and mask_numbers(printed) == mask_numbers(shown)
+    diff = "".join(difflib.unified_diff(shown.splitlines(keepends=True), printed.splitlines(keepends=True),
+                                        "shown on the page", "printed now"))
+    message = (f"the output shown under this block on the page is stale; record it again with `{REFRESH}`"
+               f"\n{diff or '(it printed nothing)'}")
+    if numbers_only and not IN_CI:
+        warnings.warn(f"numbers differ from the book's record (another machine?): {message}", stacklevel=1)
+        return None
+    return message
+
+
+def check_output(item: pytest.Item, report: pytest.TestReport, runner: PrintingRunner) -> None:
+    """Compare what a block printed with its record (or keep it to record, under ``--refresh-outputs``)."""
+    key, varies = block_key(runner.block.code), runner.block.varies
+    report.user_properties.append(("block_output", (str(item.path), key, runner.printed, varies)))
+    if item.config.getoption("refresh_outputs"):
+        return
+    record = read_outputs(item.path).get(key)
+    problem = output_problem(record["printed"] if record else "", runner.printed, varies)
+    if problem:
+        report.outcome = "failed"
+        report.longrepr = f"{item.path.name}, block at line {item.start_line}: {problem}"
+
+
+_printed: dict[Path, dict[str, tuple[str, str]]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == "block_output":
+            chapter, key, printed, varies = value
+            _printed.setdefault(Path(chapter), {})[key] = (printed, varies)
+
+
+def measured_on() -> str:
+    """This machine and today, for the label of a ``varies`` output: what its numbers depend on."""
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        models = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.MULTILINE)
+        cpu = models[0].strip() if models else cpu
+    return f"{cpu}, {os.cpu_count()} cores, PyTorch {torch.__version__.split('+')[0]}, {datetime.date.today()}"
+
+
+def refreshed_records(chapter: Path) -> dict[str, dict[str, str]]:
+    """A chapter's records after this run: what its blocks printed, and the old record of blocks not run."""
+    old, printed_now, records = read_outputs(chapter), _printed.get(chapter, {}), {}
+    for block in python_blocks(chapter.read_text(encoding="utf-8")):
+        key = block_key(block.code)
+        if key in records:
+            continue
+        if key not in printed_now:
+            if key in old:
+                records[key] = old[key]
+            continue
+        printed, varies = printed_now[key]
+        if key in old and output_matches(old[key]["printed"], printed, varies):
+            records[key] = old[key]  # unchanged: keep it, and a timing's first measurement
+        elif printed:
+            records[key] = {"printed": printed} | ({"measured": measured_on()} if varies else {})
+    return records
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not session.config.getoption("refresh_outputs") or hasattr(session.config, "workerinput"):
+        return
+    changed = [chapter for chapter in sorted(_printed) if write_outputs(chapter, refreshed_records(chapter))]
+    session.config.stash[REFRESHED] = changed
+
+
+REFRESHED = pytest.StashKey[list[Path]]()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if config.getoption("refresh_outputs"):
+        changed = config.stash.get(REFRESHED, [])
+        names = ", ".join(path.name for path in changed) or "none changed"
+        terminalreporter.write_line(f"recorded the outputs of the book's blocks: {names}")
 
 
 _file_globals: dict = {}
@@ -129,28 +306,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         padding = "\n" * (len(definition.source) - len(code) - 1)  # keeps chapter line numbers
         source = f"{padding}class {class_name}({class_name}):\n{code}"
         item.test_definition = dataclasses.replace(definition, source=source)
-
-
-SOLUTION = re.compile(r'^\?\?\?\+? success "Solution"[ \t]*$')
-"""The first line of a collapsible solution block, at the margin: ``??? success "Solution"``."""
-
-
-def unfold_solutions(text: str) -> str:
-    """``text`` with the body of every solution block moved four spaces left, keeping every line in place.
-
-    The body is what Python-Markdown gives the block: the lines after its first line that are blank or
-    indented by at least four spaces.
-    """
-    lines = text.splitlines(keepends=True)
-    inside = False
-    for i, line in enumerate(lines):
-        if SOLUTION.match(line):
-            inside = True
-        elif inside and line.startswith("    "):
-            lines[i] = line[4:]
-        elif inside and line.strip():
-            inside = False
-    return "".join(lines)
 
 
 class SolutionsMarkdownIt(MarkdownIt):

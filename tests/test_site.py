@@ -16,6 +16,14 @@ import json
 import re
 from pathlib import Path
 
+from tinytransformer.block_outputs import block_key, python_blocks, read_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Code blocks that may scroll sideways at 1280 px, by their first line: tables of numbers, which wrap
+# badly, and the page of the browser appendix's generated tables.
+WIDE_ON_PURPOSE: tuple[str, ...] = ()
+
 # Material's copy button on each code block (button.md-clipboard before Material 9.6).
 COPY_BUTTON = '"button[data-md-type=copy], button.md-clipboard"'
 
@@ -32,8 +40,9 @@ INSPECT_PAGE = r"""() => {
         if (rawTex.test(text)) raw.push(text.trim().slice(0, 80));
     }
     const math = [...document.querySelectorAll(".arithmatex")];
-    const code = [...document.querySelectorAll("div.highlight")];
+    const code = [...document.querySelectorAll("div.highlight:not(.output)")];
     const python = [...document.querySelectorAll("div.language-python")];
+    const outputs = [...document.querySelectorAll("div.output")];
     return {
         math: math.length,
         unrendered_math: math.filter((e) => !e.querySelector(".katex"))
@@ -49,6 +58,9 @@ INSPECT_PAGE = r"""() => {
         solutions: [...document.querySelectorAll("details.success")].length,
         open_solutions: [...document.querySelectorAll("details.success")].filter((e) => e.open).length,
         notebook: document.querySelector('a[download][href$=".ipynb"]')?.href ?? null,
+        outputs: outputs.length,
+        outputs_with_copy_button: outputs.filter((e) => e.querySelector(COPY_BUTTON)).length,
+        outputs_not_under_code: outputs.filter((e) => !e.previousElementSibling?.matches("div.highlight")).length,
     };
 }""".replace("COPY_BUTTON", COPY_BUTTON)
 
@@ -57,18 +69,21 @@ INSPECT_PAGE = r"""() => {
 # stay invisible, or lack a copy button, once open.
 OPEN_SOLUTIONS = """() => {
     document.querySelectorAll("details").forEach((e) => { e.open = true; });
-    const code = [...document.querySelectorAll("details div.highlight")];
+    const code = [...document.querySelectorAll("details div.highlight:not(.output)")];
+    const scrolling = [...document.querySelectorAll("div.highlight pre > code")]
+        .filter((e) => e.scrollWidth > e.clientWidth + 1);
     return {
         code_in_solutions: code.length,
         hidden: code.filter((e) => e.getBoundingClientRect().height === 0).length,
         without_copy_button: code.filter((e) => !e.querySelector(COPY_BUTTON)).length,
+        scrolling: scrolling.map((e) => e.textContent.trim().split("\\n")[0].slice(0, 60)),
     };
 }""".replace("COPY_BUTTON", COPY_BUTTON)
 
 # Material adds the copy buttons and math.js renders the math once the page's scripts have run; images
 # are complete once loaded or failed (a failed one has no width, which INSPECT_PAGE reports).
 PAGE_READY = """() => [...document.querySelectorAll(".arithmatex")].every((e) => e.querySelector(".katex"))
-    && [...document.querySelectorAll("div.highlight")].every((e) => e.querySelector(COPY_BUTTON))
+    && [...document.querySelectorAll("div.highlight:not(.output)")].every((e) => e.querySelector(COPY_BUTTON))
     && [...document.images].every((i) => i.complete)""".replace(
     "COPY_BUTTON", COPY_BUTTON)
 
@@ -125,7 +140,7 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
             and events.append(f"HTTP {response.status}: {response.url}"))
 
     problems: dict[str, list[str]] = {}
-    totals = {"math": 0, "images": 0, "python_blocks": 0, "solutions": 0, "code_in_solutions": 0}
+    totals = {"math": 0, "images": 0, "python_blocks": 0, "solutions": 0, "code_in_solutions": 0, "outputs": 0}
     for path in pages:
         events.clear()
         url = base_url + path.lstrip("/")
@@ -156,6 +171,9 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
                                  f"{opened['without_copy_button']} without a copy button")
         if re.match(r"/?\d\d-", path):
             page_problems += notebook_problems(context, found["notebook"])
+        page_problems += output_problems(path, found)
+        wide = [line for line in opened["scrolling"] if not line.startswith(WIDE_ON_PURPOSE)]
+        page_problems += [f"code scrolls sideways at 1280 px: {line!r}" for line in wide]
         if page_problems:
             problems[path] = page_problems
 
@@ -166,6 +184,24 @@ def test_every_page_renders_offline(site, base_url, context, tmp_path_factory, c
     # The checks above looked at something: the book has math, figures, code, and solutions with code.
     assert totals["math"] > 100 and totals["images"] >= 5 and totals["python_blocks"] > 40, totals
     assert totals["solutions"] >= 3 * 13 and totals["code_in_solutions"] >= totals["solutions"], totals
+    assert totals["outputs"] > 100, totals
+
+
+def output_problems(path: str, found: dict) -> list[str]:
+    """What is wrong with the outputs shown under a page's code blocks (``book/outputs/``)."""
+    chapter = ROOT / "book" / (path.strip("/") or "index").removesuffix("/")
+    chapter = chapter.with_suffix(".md")
+    records = read_outputs(chapter) if chapter.exists() else {}
+    blocks = python_blocks(chapter.read_text(encoding="utf-8")) if chapter.exists() else []
+    expected = sum(block_key(block.code) in records for block in blocks)
+    problems = []
+    if found["outputs"] != expected:
+        problems.append(f"{found['outputs']} outputs under code blocks, {expected} recorded")
+    if found["outputs_with_copy_button"]:
+        problems.append(f"{found['outputs_with_copy_button']} outputs with a copy button")
+    if found["outputs_not_under_code"]:
+        problems.append(f"{found['outputs_not_under_code']} outputs not right under a code block")
+    return problems
 
 
 def notebook_problems(context, href: str | None) -> list[str]:

@@ -21,6 +21,10 @@ Every numbered chapter is also offered as a notebook, for readers who run code t
   source folded, as on the page); the figures travel inside the notebook as cell attachments.
 - ``on_page_markdown`` puts a download link to it under the chapter's title.
 
+What each code block printed when ``pytest`` last ran it (``book/outputs/``, see the appendix "How the
+book becomes a package") is shown under the block: ``on_page_markdown`` adds it as an ``.output``
+block, which ``stylesheets/book.css`` marks as output and which has no copy button.
+
 ``tests/test_notebooks.py`` converts every chapter and checks the code cells against the chapter's
 blocks, and runs one chapter's notebook from top to bottom.
 """
@@ -36,6 +40,8 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
+
+from tinytransformer.block_outputs import read_outputs, with_outputs
 
 log = logging.getLogger("mkdocs.hooks.katex")
 
@@ -91,6 +97,9 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
+    if page.file.abs_src_path:
+        records = read_outputs(Path(page.file.abs_src_path))
+        markdown = with_outputs(markdown, records) if records else markdown
     if not CHAPTER.match(page.file.src_uri):
         return markdown
     title, _, rest = markdown.partition("\n")
