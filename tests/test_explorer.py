@@ -60,6 +60,8 @@ RESET = """() => {
     set("explorer-seed", 0); set("explorer-max-new-tokens", 200);
 }"""
 
+pytestmark = pytest.mark.xdist_group("site")  # shares the built site with test_site.py
+
 
 @pytest.fixture(scope="module")
 def exported() -> GPT:

@@ -16,9 +16,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tinytransformer.block_outputs import block_key, python_blocks, read_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.xdist_group("site")  # one built site for this module and test_explorer.py
 
 # Code blocks that may scroll sideways at 1280 px, by their first line: tables of numbers, which wrap
 # badly, and the page of the browser appendix's generated tables.
