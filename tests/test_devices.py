@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
-from tinytransformer.devices import NonFiniteError, autocast, select_device, watch_for_non_finite
+from tinytransformer.devices import NonFiniteError, autocast, module_outputs, select_device, watch_for_non_finite
 from tinytransformer.model import GPT
 
 
@@ -108,3 +108,15 @@ def test_watching_can_be_stopped(tiny_config):
     with torch.no_grad():
         model.blocks[0].mlp.fc_in.weight.fill_(float("nan"))
     assert model(torch.randint(0, 32, (1, 4))).isnan().all()
+
+
+def test_module_outputs_keeps_each_module_in_the_order_it_ran_and_removes_its_hooks(tiny_config):
+    torch.manual_seed(0)
+    model = GPT(tiny_config)
+    token_ids = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    outputs = module_outputs(model, token_ids)
+    names = list(outputs)
+    assert names.index("embeddings") < names.index("blocks.0.attn") < names.index("blocks.0")
+    assert names[-1] == "model" and torch.equal(outputs["model"], model(token_ids))
+    assert outputs["blocks.0.attn"].shape == (2, 8, tiny_config.d_model)  # the first of the tuple
+    assert all(not module._forward_hooks for module in model.modules())

@@ -1,12 +1,14 @@
 """The book's figures: drawn deterministically, committed, and shown in a chapter with alt text."""
 
+import math
 import re
 from pathlib import Path
 
 import pytest
 
 from tinytransformer.cli import main
-from tinytransformer.figures import FIGURES, write_figures
+from tinytransformer.data import load_token_data
+from tinytransformer.figures import FIGURES, frequency_loss, train_grid_point, write_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -65,3 +67,16 @@ def test_a_failing_figure_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_figures(tmp_path / "figures", ["causal-mask", "zz-broken"])
     assert not (tmp_path / "figures").exists()
+
+
+def test_a_warmup_grid_point_records_what_the_figure_reads():
+    data = load_token_data(None, tokenizer="char")
+    run = train_grid_point(data, n_layers=1, learning_rate=3e-3, warmup_steps=2,
+                           pre_norm=False, seed=0, steps=3, batch_size=2)
+    assert set(run) == {"n_layers", "learning_rate", "warmup_steps", "pre_norm", "seed",
+                        "losses", "max_grad_norm", "val_loss"}
+    assert len(run["losses"]) == 2  # step 0 and the last step
+    assert run["max_grad_norm"] > 0
+    ln_v = math.log(data.tokenizer.vocab_size)
+    assert run["val_loss"] is not None and run["val_loss"] < 1.1 * ln_v
+    assert 0 < frequency_loss(data) < ln_v

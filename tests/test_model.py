@@ -77,6 +77,23 @@ def test_initialisation_statistics():
     assert model.embeddings.position_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
+def test_xavier_initialisation_statistics():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=1000, max_seq_len=64, d_model=256, n_layers=4,
+                       n_heads=8, weight_init="xavier")
+    model = GPT(config)
+    d = config.d_model
+    square = pytest.approx(math.sqrt(1 / d), rel=0.02)
+    for query_key_value in model.blocks[0].attn.qkv_proj.weight.chunk(3):  # 3 matrices
+        assert query_key_value.std().item() == square
+    assert model.blocks[3].attn.out_proj.weight.std().item() == square
+    fc_in = model.blocks[0].mlp.fc_in
+    assert fc_in.weight.std().item() == pytest.approx(math.sqrt(2 / (5 * d)), rel=0.02)
+    token = model.embeddings.token_embedding.weight.std().item()
+    assert token == pytest.approx(math.sqrt(2 / (1000 + d)), rel=0.02)
+    assert (fc_in.bias == 0).all() and (model.final_norm.weight == 1).all()
+
+
 def test_initial_loss_is_close_to_log_vocab_size(model):
     token_ids = torch.randint(0, 32, (8, 16), generator=torch.Generator().manual_seed(0))
     loss = F.cross_entropy(model(token_ids[:, :-1]).flatten(0, 1), token_ids[:, 1:].flatten())
@@ -136,6 +153,7 @@ def test_d_ff_defaults_to_four_times_d_model():
         ({"dropout": -0.1}, "dropout must be in"),
         ({"gelu_approximate": "erf"}, r"gelu_approximate must be 'tanh' \(GPT-2\) or 'none' \(exact GELU\), got 'erf'"),
         ({"n_heads": True}, "n_heads must be a positive integer, got True"),
+        ({"weight_init": "he"}, "weight_init must be 'gpt2' or 'xavier', got 'he'"),
     ],
 )
 def test_invalid_hyperparameters_raise_value_error_naming_them(overrides, message):

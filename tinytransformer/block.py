@@ -2,9 +2,10 @@
 #   book/05-block.md
 """The transformer block: attention and feed-forward sub-layers with residuals (chapter 5)."""
 
+import torch
 from torch import Tensor, nn
 
-from tinytransformer.attention import KVCache, MultiHeadAttention
+from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask
 from tinytransformer.feedforward import FeedForward
 
 
@@ -66,3 +67,47 @@ class Block(nn.Module):
         attended, _ = self.attn(x, mask, kv_cache, need_weights=False, is_causal=is_causal)
         x = self.attn_norm(x + attended)
         return self.mlp_norm(x + self.mlp(x))
+
+
+def stack_gradient_norms(residual: bool = True, norm: bool = True, n_layers: int = 24,
+                         d_model: int = 64, seed: int = 0) -> Tensor:
+    """The gradient's norm at every depth of a fresh stack of blocks, parts removed.
+
+    Each block computes ``x + F(LN(x))`` for its attention, then for its feed-forward
+    network (the Pre-LN ``Block.forward``); ``residual=False`` drops the ``x +``,
+    ``norm=False`` the ``LN``. The input is random, ``(4, 16, d_model)``, and the loss
+    is the output's dot product with a fixed random tensor. The computation runs in
+    float32; the norms are taken in float64, so that squaring tiny gradients does not
+    round them to zero. The global random state is left as it was.
+
+    Args:
+        residual: Keep the identity path.
+        norm: Keep the LayerNorms.
+        n_layers: Number of blocks.
+        d_model: Width of the stream; 4 heads, ``d_ff = 4 * d_model``.
+        seed: Seeds the blocks (PyTorch's default initialisation), input and loss.
+
+    Returns:
+        Tensor of shape ``(n_layers + 1,)``, float64: ``‖∂L/∂x‖`` at the stack's input
+        (index 0) and after each block (index ``l``).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        blocks = [Block(d_model=d_model, n_heads=4, d_ff=4 * d_model)
+                  for _ in range(n_layers)]
+        x = torch.randn(4, 16, d_model, requires_grad=True)  # (B, T, d_model)
+        target = torch.randn(4, 16, d_model)
+    mask = causal_mask(16)
+    streams = [x]
+    for block in blocks:
+        def attend(h: Tensor, block: Block = block) -> Tensor:
+            return block.attn(h, mask, need_weights=False)[0]
+
+        sublayers = ((block.attn_norm, attend), (block.mlp_norm, block.mlp))
+        for layer_norm, sublayer in sublayers:
+            update = sublayer(layer_norm(x) if norm else x)
+            x = x + update if residual else update
+        x.retain_grad()  # keep ∂L/∂x for this depth
+        streams.append(x)
+    (x * target).sum().backward()
+    return torch.stack([s.grad.double().norm() for s in streams if s.grad is not None])

@@ -117,3 +117,37 @@ def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHa
 
         handles.append(parameter.register_hook(check_gradient))
     return handles
+
+
+def module_outputs(model: nn.Module, *inputs: Tensor) -> dict[str, Tensor]:
+    """Run ``model(*inputs)`` without gradients, keeping every module's output in order.
+
+    Compare two of these dictionaries — the same weights and inputs on the CPU and on a
+    suspect device, say — to find the first module whose outputs disagree.
+
+    Args:
+        model: The model to run.
+        *inputs: Its inputs.
+
+    Returns:
+        Module path to its output, on the CPU, as float32, in the order the modules ran;
+        for a module that returns a tuple (as attention does), its first tensor. The
+        whole model's output is under ``"model"``.
+    """
+    outputs: dict[str, Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+
+        def keep(module: nn.Module, inputs: tuple, output, name: str = name or "model"):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(tensor, Tensor) and name not in outputs:
+                outputs[name] = tensor.detach().float().cpu()
+
+        handles.append(module.register_forward_hook(keep))
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs

@@ -4,6 +4,8 @@
 
 import functools
 import io
+import itertools
+import json
 import math
 import typing
 from collections.abc import Callable
@@ -18,8 +20,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
-from tinytransformer.block import Block
-from tinytransformer.data import load_token_data
+from tinytransformer.block import Block, stack_gradient_norms
+from tinytransformer.data import TokenData, load_token_data
 from tinytransformer.files import atomic_write_bytes
 from tinytransformer.generation import top_k_filter, top_p_filter
 from tinytransformer.model import GPT, GPTConfig, block_gradient_norms
@@ -303,4 +305,146 @@ def draw_position_similarity() -> Figure:
     ax.set_xlabel("position")
     ax.set_ylabel("position")
     ax.set_title("learned position embeddings")
+    return fig
+
+
+@figure("residual-ablation")
+def draw_residual_ablation() -> Figure:
+    """Chapter 5: ‖∂L/∂x‖ at every depth of 24 fresh blocks, with parts removed."""
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    variants = {"x + F(LN(x)): residual and LayerNorm": (True, True, "o"),
+                "F(LN(x)): LayerNorm, no residual": (False, True, "s"),
+                "F(x): neither": (False, False, "^")}
+    for label, (residual, norm, marker) in variants.items():
+        norms = stack_gradient_norms(residual, norm)
+        ax.plot(range(len(norms)), norms, marker=marker, markersize=4, label=label,
+                linewidth=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (0 = the stack's input, 24 = its output)")
+    ax.set_ylabel("‖∂L/∂x‖")
+    ax.set_title("24 fresh blocks, the same gradient arriving at the top")
+    ax.legend(frameon=False)
+    return fig
+
+
+WARMUP_GRID: dict[str, tuple[Any, ...]] = {
+    "n_layers": (6, 12), "learning_rate": (1e-3, 3e-3, 1e-2), "warmup_steps": (0, 30),
+    "pre_norm": (True, False), "seed": (0, 1),
+}
+"""The grid of chapter 8: every combination of these values is one training run."""
+WARMUP_GRID_FILE = Path(__file__).parents[1] / "book" / "measurements" / "warmup-grid.json"
+
+
+def train_grid_point(data: TokenData, n_layers: int, learning_rate: float,
+                     warmup_steps: int, pre_norm: bool, seed: int, steps: int = 150,
+                     batch_size: int = 8) -> dict[str, Any]:
+    """Train one Xavier-initialised char model of the warm-up grid; record how it went.
+
+    Args:
+        data: The corpus, tokenized by characters.
+        n_layers: Depth of the model (``d_model`` 64, 4 heads, context 64).
+        learning_rate: Peak learning rate; the cosine decay ends at a tenth of it.
+        warmup_steps: Steps of linear warm-up (0: none).
+        pre_norm: Pre-LN when ``True``, Post-LN when ``False``.
+        seed: Seeds the initialisation and the batches.
+        steps: Optimiser steps.
+        batch_size: Sequences per step.
+
+    Returns:
+        The arguments, the training loss every 10 steps and after the last, the
+        largest gradient norm (there is no clipping), and the validation loss at the
+        end (``None`` if it is not finite).
+    """
+    model_config = GPTConfig(
+        vocab_size=data.tokenizer.vocab_size, max_seq_len=64, d_model=64,
+        n_layers=n_layers, n_heads=4, pre_norm=pre_norm, weight_init="xavier",
+        fast_attention=True, gelu_approximate="none",
+    )
+    config = TrainConfig(
+        batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
+        min_learning_rate=learning_rate / 10, warmup_steps=warmup_steps, grad_clip=0.0,
+        eval_batches=8, seed=seed,
+    )
+    torch.manual_seed(seed)
+    trainer = Trainer(GPT(model_config), config, data, progress=False)
+    losses, grad_norms = [], []
+    for _ in range(steps):
+        losses.append(trainer.train_step().item())
+        grad_norms.append(trainer.grad_norm.item())
+    val_loss = trainer.evaluate()["val"]
+    return {"n_layers": n_layers, "learning_rate": learning_rate,
+            "warmup_steps": warmup_steps, "pre_norm": pre_norm, "seed": seed,
+            "losses": losses[::10] + losses[-1:], "max_grad_norm": max(grad_norms),
+            "val_loss": val_loss if math.isfinite(val_loss) else None}
+
+
+def frequency_loss(data: TokenData) -> float:
+    """The validation loss of a model that knows only how often each token occurs.
+
+    The frequencies are counted on the training split, each count plus one (so that a
+    token the training split lacks is not impossible).
+    """
+    counts = {split: torch.bincount(torch.as_tensor(tokens.astype("int64")),
+                                    minlength=data.tokenizer.vocab_size).double()
+              for split, tokens in (("train", data.train), ("val", data.val))}
+    predicted = (counts["train"] + 1) / (counts["train"] + 1).sum()
+    return -(counts["val"] * predicted.log()).sum().item() / counts["val"].sum().item()
+
+
+def record_warmup_grid(data: str | None, path: Path = WARMUP_GRID_FILE) -> None:
+    """Train every point of ``WARMUP_GRID`` on one thread; write the runs to ``path``.
+
+    Args:
+        data: The corpus, as ``load_token_data`` takes it (the book: tiny Shakespeare).
+        path: Where to write the JSON: the corpus, PyTorch's version, the loss of
+            [`frequency_loss`][tinytransformer.figures.frequency_loss] and the runs.
+    """
+    token_data = load_token_data(data, tokenizer="char")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for values in itertools.product(*WARMUP_GRID.values()):
+            runs.append(train_grid_point(token_data, **dict(zip(WARMUP_GRID, values))))
+            print(json.dumps(runs[-1]), flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    record = {"corpus": data, "torch": torch.__version__,
+              "frequency_loss": frequency_loss(token_data), "runs": runs}
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+
+
+@figure("warmup-grid")
+def draw_warmup_grid() -> Figure:
+    """Chapter 8: the warm-up grid's last validation losses, from the recorded file."""
+    record = json.loads(WARMUP_GRID_FILE.read_text(encoding="utf-8"))
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    panels = fig.subplots(1, len(WARMUP_GRID["n_layers"]), sharey=True)
+    rates = WARMUP_GRID["learning_rate"]
+    styles = {(True, 0): ("Pre-LN, no warm-up", "#3949ab", "o", "-"),
+              (True, 30): ("Pre-LN, 30 warm-up steps", "#3949ab", "o", "--"),
+              (False, 0): ("Post-LN, no warm-up", "#e65100", "s", "-"),
+              (False, 30): ("Post-LN, 30 warm-up steps", "#e65100", "s", "--")}
+    for ax, n_layers in zip(panels, WARMUP_GRID["n_layers"]):
+        for (pre_norm, warmup_steps), (label, color, marker, line) in styles.items():
+            means = []
+            for rate in rates:
+                cell = (n_layers, rate, warmup_steps, pre_norm)
+                losses = [run["val_loss"] for run in record["runs"]
+                          if run["val_loss"] is not None and cell == tuple(
+                              run[key] for key in WARMUP_GRID if key != "seed")]
+                ax.scatter([rate] * len(losses), losses, color=color, marker=marker,
+                           s=14, alpha=0.6)
+                means.append(sum(losses) / len(losses) if losses else float("nan"))
+            ax.plot(rates, means, color=color, linestyle=line, label=label)
+        ax.axhline(record["frequency_loss"], color="gray", linestyle=":",
+                   label="character frequencies only")
+        ax.set_xscale("log")
+        ax.set_xticks(rates, [f"{rate:g}" for rate in rates])
+        ax.minorticks_off()
+        ax.set_title(f"{n_layers} layers, Xavier initialisation")
+        ax.set_xlabel("peak learning rate")
+    panels[0].set_ylabel("validation loss after 150 steps")
+    panels[-1].legend(frameon=False, fontsize=8)
     return fig

@@ -41,10 +41,14 @@ class GPTConfig:
             (chapter 12); the outputs are the same, the training presets turn it on for speed.
         gelu_approximate: ``"tanh"`` for GPT-2's approximate GELU, ``"none"`` for the exact GELU
             (nanoGPT's; faster on a CPU, chapter 12).
+        weight_init: ``"gpt2"`` for GPT-2's initialisation, ``"xavier"`` for the Xavier
+            initialisation the original transformer used (see ``GPT.init_weights``).
 
     Raises:
         ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``,
-            ``dropout`` is outside ``[0, 1)``, or ``gelu_approximate`` is neither ``"tanh"`` nor ``"none"``.
+            ``dropout`` is outside ``[0, 1)``, ``gelu_approximate`` is neither
+            ``"tanh"`` nor ``"none"``, or ``weight_init`` is neither ``"gpt2"`` nor
+            ``"xavier"``.
     """
 
     vocab_size: int = 50257
@@ -60,6 +64,7 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     fast_attention: bool = False
     gelu_approximate: str = "tanh"
+    weight_init: str = "gpt2"
 
     def __post_init__(self):
         if not self.d_ff:
@@ -80,6 +85,9 @@ class GPTConfig:
         if self.gelu_approximate not in ("tanh", "none"):
             raise ValueError(f"gelu_approximate must be 'tanh' (GPT-2) or 'none' (exact GELU), "
                              f"got {self.gelu_approximate!r}")
+        if self.weight_init not in ("gpt2", "xavier"):
+            raise ValueError(
+                f"weight_init must be 'gpt2' or 'xavier', got {self.weight_init!r}")
 
     @property
     def d_head(self) -> int:
@@ -152,15 +160,26 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())  # (B·T, V) against (B·T,)
 
     def init_weights(self) -> None:
-        """GPT-2 initialisation: N(0, 0.02²) weights, zero biases, residual projections / √(2·n_layers)."""
+        """Initialise the parameters as ``config.weight_init`` says.
+
+        Biases start at 0 and LayerNorm scales at 1. ``"gpt2"``: weights from
+        N(0, 0.02²), the residual projections' divided by √(2·n_layers). ``"xavier"``:
+        every weight matrix from N(0, 2 / (fan_in + fan_out)), the fused
+        query/key/value matrix as the three square matrices it holds.
+        """
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
         for name, parameter in self.named_parameters():
-            if name.endswith(("attn.out_proj.weight", "mlp.fc_out.weight")):
-                nn.init.normal_(parameter, mean=0.0, std=residual_std)
-            elif name.endswith("norm.weight"):
+            if name.endswith("norm.weight"):
                 nn.init.ones_(parameter)
             elif name.endswith("bias"):
                 nn.init.zeros_(parameter)
+            elif self.config.weight_init == "xavier":
+                with torch.no_grad():
+                    fused = 3 if name.endswith("qkv_proj.weight") else 1
+                    for matrix in parameter.chunk(fused):
+                        nn.init.xavier_normal_(matrix)  # (fan_out, fan_in)
+            elif name.endswith(("attn.out_proj.weight", "mlp.fc_out.weight")):
+                nn.init.normal_(parameter, mean=0.0, std=residual_std)
             else:  # embeddings and the other linear weights
                 nn.init.normal_(parameter, mean=0.0, std=0.02)
 
