@@ -1,13 +1,18 @@
 """``tinytransformer train --init`` and ``--lora`` (chapter 11b): fine-tuning pretrained weights."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from tinytransformer.checkpoint import load_checkpoint, load_model
+from tinytransformer.checkpoint import load_checkpoint, load_model, weights_sha256
 from tinytransformer.cli import main
+from tinytransformer.commands.train import LoRATrainer
+from tinytransformer.data import load_token_data
+from tinytransformer.lora import apply_lora, lora_layers, merge_lora
+from tinytransformer.train import TrainConfig, read_metrics
 
 TEXT = "to be or not to be, that is the question. whether tis nobler in the mind to suffer. " * 40
 TRAIN = ["--no-progress", "--batch-size", "4", "--eval-interval", "3", "--eval-batches", "1", "--sample-tokens", "0",
@@ -85,20 +90,143 @@ def test_a_tokenizer_other_than_gpt2s_is_refused(tmp_path, corpus, capsys):
     assert not (tmp_path / "tuned").exists()
 
 
-def test_lora_changes_only_the_adapted_weights(tmp_path, corpus, base, capsys):
-    out = tmp_path / "lora"
-    assert main(["train", "--init", str(base), "--data", str(corpus), *TRAIN, "--max-steps", "3",
-                 "--lora", "2", "--lora-targets", "qkv_proj,fc_out", "--out", str(out)]) == 0
-    merged, before = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(base)
-    assert merged["lora"] == {"rank": 2, "alpha": 8.0, "targets": ["fc_out", "qkv_proj"]}
-    assert merged["model"].keys() == before["model"].keys()  # a plain GPT: generate reads it
-    for name, weight in before["model"].items():
+def lora_run(tmp_path: Path, corpus: Path, base: Path, name: str, *flags: str) -> Path:
+    out = tmp_path / name
+    assert main(["train", "--init", str(base), "--data", str(corpus), *TRAIN, "--lora", "2",
+                 "--lora-targets", "qkv_proj,fc_out", "--out", str(out), *flags]) == 0
+    return out / "checkpoint.pt"
+
+
+def adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+    return {name: tensor for name, tensor in load_checkpoint(path)["model"].items() if name != "lora_alpha"}
+
+
+def test_a_lora_checkpoint_holds_only_the_adapters_and_names_its_base(tmp_path, corpus, base, capsys):
+    path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "3")
+    capsys.readouterr()
+    state = load_checkpoint(path)
+    assert set(state["model"]) == {"lora_alpha"} | {f"blocks.{i}.{part}.{matrix}" for i in range(2)
+                                                    for part in ("attn.qkv_proj", "mlp.fc_out") for matrix in "AB"}
+    base_model, _ = load_model(base)
+    assert state["lora"] == {"base": str(base.resolve()), "base_sha256": weights_sha256(base_model)}
+    assert state["model_config"] == load_checkpoint(base)["model_config"]
+    assert path.stat().st_size < base.stat().st_size / 2
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "to", "--max-new-tokens", "3",
+                 "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("to")
+
+
+def test_the_adapter_checkpoint_on_its_base_reproduces_the_fine_tuned_logits(tmp_path, corpus, base):
+    model, tokenizer = load_model(base)
+    base_reference = {"base": str(base), "base_sha256": weights_sha256(model)}
+    data = load_token_data(corpus, tokenizer=tokenizer)
+    config = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, learning_rate=0.01, sample_tokens=0,
+                         eval_batches=1)
+    trainer = LoRATrainer(apply_lora(model.train(), rank=3, alpha=4.0), config, data, out_dir=tmp_path / "run",
+                          progress=False, base=base_reference)
+    trainer.fit()
+    restored, _ = load_model(tmp_path / "run" / "checkpoint.pt")
+    ids = torch.tensor([tokenizer.encode("whether tis")])
+    with torch.no_grad():
+        assert torch.equal(restored(ids), trainer.model.eval()(ids))
+        assert not torch.equal(restored(ids), load_model(base)[0](ids))  # the adapters did change it
+    assert lora_layers(restored)["blocks.1.mlp.fc_in"].scale == 4.0 / 3
+
+
+def test_a_resumed_lora_run_matches_the_uninterrupted_one_bit_for_bit(tmp_path, corpus, capsys):
+    assert main(["train", "--data", str(corpus), "--tokenizer", "char", "--max-seq-len", "16", "--d-model", "32",
+                 "--n-layers", "2", "--n-heads", "4", "--dropout", "0.1", *TRAIN, "--max-steps", "1",
+                 "--out", str(tmp_path / "base")]) == 0
+    base = tmp_path / "base" / "checkpoint.pt"
+    constant = ["--log-interval", "1", "--warmup-steps", "0", "--min-learning-rate", "0.003"]  # no schedule
+    straight = lora_run(tmp_path, corpus, base, "straight", *constant, "--max-steps", "6")
+    halves = lora_run(tmp_path, corpus, base, "halves", *constant, "--max-steps", "3")
+    assert main(["train", "--resume", str(halves), "--max-steps", "6", *TRAIN, *constant]) == 0
+    assert load_checkpoint(halves)["step"] == 6
+    first, second = adapter_weights(straight), adapter_weights(halves)
+    assert first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
+    losses = [[record["loss"] for record in read_metrics(path.parent / "metrics.jsonl") if "loss" in record]
+              for path in (straight, halves)]
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
+
+
+def test_merge_writes_the_merged_model_as_a_plain_checkpoint(tmp_path, corpus, base, capsys):
+    path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "3")
+    out = tmp_path / "merged.pt"
+    assert main(["merge", str(path.parent), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    merged_state = load_checkpoint(out)
+    assert "lora" not in merged_state and merged_state["optimizer"] == {}
+    assert merged_state["model"].keys() == load_checkpoint(base)["model"].keys()
+    expected = merge_lora(load_model(path)[0]).state_dict()
+    assert all(torch.equal(merged_state["model"][name], expected[name]) for name in expected)
+    for name, weight in load_checkpoint(base)["model"].items():  # only the adapted weights moved
         adapted = name.endswith(("qkv_proj.weight", "fc_out.weight"))
-        assert torch.equal(merged["model"][name], weight) != adapted, name
-    assert main(["generate", "--checkpoint", str(out / "checkpoint.pt"), "--prompt", "to",
-                 "--max-new-tokens", "3"]) == 0
-    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", "4"]) == 2
-    assert "comes from a LoRA run" in capsys.readouterr().err
+        assert torch.equal(merged_state["model"][name], weight) != adapted, name
+    merged, tokenizer = load_model(out)
+    adapted_model, _ = load_model(path)
+    ids = torch.tensor([tokenizer.encode("to be or not")])
+    with torch.no_grad():
+        assert (merged(ids) - adapted_model(ids)).abs().max().item() < 1e-5  # float32 weights, merged once
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "to", "--max-new-tokens", "3"]) == 0
+    assert main(["train", "--resume", str(out), "--max-steps", "5"]) == 2
+    assert "holds no optimiser state" in capsys.readouterr().err
+    assert main(["train", "--init", str(out), "--data", str(corpus), *TRAIN, "--max-steps", "1",
+                 "--out", str(tmp_path / "again")]) == 0
+
+
+def test_merge_refuses_bad_input_and_overwrites_nothing(tmp_path, corpus, base, capsys):
+    path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "1")
+    existing = tmp_path / "existing.pt"
+    existing.write_bytes(b"keep me")
+    cases = [([str(path), "--out", str(existing)], "exists; choose a new file name"),
+             ([str(base), "--out", str(tmp_path / "new.pt")], "holds no LoRA adapters"),
+             ([str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "new.pt")], "does not exist"),
+             ([str(path), "--out", str(tmp_path / "new.pt"), "--base", str(tmp_path / "gone")], "does not load")]
+    for arguments, message in cases:
+        assert main(["merge", *arguments]) == 2
+        assert message in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "new.pt").exists()
+
+
+def test_a_moved_base_is_named_with_base(tmp_path, corpus, base, capsys):
+    path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "1")
+    moved = base.rename(tmp_path / "moved.pt")
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "to", "--max-new-tokens", "2"]) == 2
+    assert f"LoRA adapters of the base {base.resolve()}, which does not load" in capsys.readouterr().err
+    assert main(["merge", str(path), "--out", str(tmp_path / "merged.pt"), "--base", str(moved)]) == 0
+
+
+def write_other_base(path: Path, corpus: Path, tmp_path: Path, *sizes: str) -> None:
+    """Replace the checkpoint at ``path`` by another model trained on the same corpus."""
+    other = tmp_path / "other"
+    assert main(["train", "--data", str(corpus), "--tokenizer", "char", "--n-layers", "2", "--n-heads", "4",
+                 *sizes, *TRAIN, "--max-steps", "1", "--out", str(other)]) == 0
+    (other / "checkpoint.pt").replace(path)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        (["--max-seq-len", "16", "--d-model", "16"],
+         r"do not fit the base .*blocks.0.attn.qkv_proj: adapters of shapes A \(2, 32\), B \(96, 2\) do not fit "
+         r"the base weight \(48, 16\), which needs A \(2, 16\), B \(48, 2\)"),
+        (["--max-seq-len", "8", "--d-model", "32"], r"is not the model its adapters were trained on: max_seq_len 16 "
+         r"\(trained on\) vs 8"),
+        (["--max-seq-len", "16", "--d-model", "32", "--seed", "7"], "has the right shapes but other weights"),
+    ],
+    ids=["shapes", "configuration", "weights"],
+)
+def test_adapters_on_the_wrong_base_are_refused_with_exit_2(tmp_path, corpus, base, capsys, sizes, message):
+    path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "1")
+    write_other_base(base, corpus, tmp_path, *sizes)
+    capsys.readouterr()
+    with pytest.raises(ValueError, match=message):
+        load_model(path)
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "to", "--max-new-tokens", "2"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert main(["merge", str(path), "--out", str(tmp_path / "merged.pt")]) == 2
+    assert not (tmp_path / "merged.pt").exists()
 
 
 def test_print_config_counts_only_the_adapters(tmp_path, corpus, base, capsys):
