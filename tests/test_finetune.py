@@ -1,11 +1,13 @@
 """``tinytransformer train --init`` and ``--lora`` (chapter 11b): fine-tuning pretrained weights."""
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from tinytransformer.checkpoint import load_checkpoint, load_model, weights_sha256
 from tinytransformer.cli import main
@@ -70,15 +72,28 @@ def test_init_accepts_the_run_folder(tmp_path, corpus, base, capsys):
 
 
 @pytest.mark.pretrained_encodings
-def test_init_from_a_gpt2_directory_trains_and_saves(tmp_path, corpus, capsys):
-    out = tmp_path / "tuned"
-    assert main(["train", "--init", str(gpt2_dir(tmp_path)), "--data", str(corpus), *TRAIN, "--max-steps", "2",
-                 "--out", str(out)]) == 0
-    state = load_checkpoint(out / "checkpoint.pt")
-    assert state["step"] == 2 and state["tokenizer"]["name"] == "gpt2"
-    assert state["model_config"]["d_model"] == 32 and state["model_config"]["vocab_size"] == 50257
-    model, tokenizer = load_model(out / "checkpoint.pt")
-    assert tokenizer.name == "gpt2"
+@pytest.mark.parametrize("lora", [[], ["--lora", "2"]], ids=["full", "lora"])
+def test_init_from_a_gpt2_directory_trains_saves_resumes_bit_exactly_and_generates(tmp_path, corpus, capsys, lora):
+    directory = gpt2_dir(tmp_path)
+    constant = ["--warmup-steps", "0", "--min-learning-rate", "0.003", "--log-interval", "1"]  # no schedule
+    for name, steps in (("straight", "2"), ("halves", "1")):
+        assert main(["train", "--init", str(directory), "--data", str(corpus), *TRAIN, *constant, *lora,
+                     "--max-steps", steps, "--out", str(tmp_path / name)]) == 0
+    halves = tmp_path / "halves" / "checkpoint.pt"
+    assert main(["train", "--resume", str(halves), "--max-steps", "2", *TRAIN, *constant]) == 0
+    straight, resumed = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(halves)
+    assert resumed["step"] == 2 and resumed["tokenizer"]["name"] == "gpt2"
+    assert resumed["model_config"]["d_model"] == 32 and resumed["model_config"]["vocab_size"] == 50257
+    assert straight["model"].keys() == resumed["model"].keys()
+    assert all(torch.equal(straight["model"][name], resumed["model"][name]) for name in straight["model"])
+    if lora:
+        assert resumed["lora"]["base"] == str(directory.resolve())
+        assert all(name.endswith((".A", ".B")) for name in resumed["model"] if name != "lora_alpha")
+    model, tokenizer = load_model(halves)
+    assert tokenizer.name == "gpt2" and bool(lora_layers(model)) == bool(lora)
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(halves), "--prompt", "to be", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("to be")
 
 
 @pytest.mark.pretrained_encodings
@@ -139,15 +154,15 @@ def test_a_resumed_lora_run_matches_the_uninterrupted_one_bit_for_bit(tmp_path, 
                  "--out", str(tmp_path / "base")]) == 0
     base = tmp_path / "base" / "checkpoint.pt"
     constant = ["--log-interval", "1", "--warmup-steps", "0", "--min-learning-rate", "0.003"]  # no schedule
-    straight = lora_run(tmp_path, corpus, base, "straight", *constant, "--max-steps", "6")
-    halves = lora_run(tmp_path, corpus, base, "halves", *constant, "--max-steps", "3")
-    assert main(["train", "--resume", str(halves), "--max-steps", "6", *TRAIN, *constant]) == 0
-    assert load_checkpoint(halves)["step"] == 6
+    straight = lora_run(tmp_path, corpus, base, "straight", *constant, "--max-steps", "4")
+    halves = lora_run(tmp_path, corpus, base, "halves", *constant, "--max-steps", "2")
+    assert main(["train", "--resume", str(halves), "--max-steps", "4", *TRAIN, *constant]) == 0
+    assert load_checkpoint(halves)["step"] == 4
     first, second = adapter_weights(straight), adapter_weights(halves)
     assert first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
     losses = [[record["loss"] for record in read_metrics(path.parent / "metrics.jsonl") if "loss" in record]
               for path in (straight, halves)]
-    assert len(losses[0]) == 6 and losses[0] == losses[1]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
 
 
 def test_merge_writes_the_merged_model_as_a_plain_checkpoint(tmp_path, corpus, base, capsys):
@@ -197,34 +212,31 @@ def test_a_moved_base_is_named_with_base(tmp_path, corpus, base, capsys):
     assert main(["merge", str(path), "--out", str(tmp_path / "merged.pt"), "--base", str(moved)]) == 0
 
 
-def write_other_base(path: Path, corpus: Path, tmp_path: Path, *sizes: str) -> None:
-    """Replace the checkpoint at ``path`` by another model trained on the same corpus."""
-    other = tmp_path / "other"
+def other_base(corpus: Path, out: Path, *sizes: str) -> Path:
+    """Another small model trained on the same corpus: a base the adapters were not trained on."""
     assert main(["train", "--data", str(corpus), "--tokenizer", "char", "--n-layers", "2", "--n-heads", "4",
-                 *sizes, *TRAIN, "--max-steps", "1", "--out", str(other)]) == 0
-    (other / "checkpoint.pt").replace(path)
+                 *sizes, *TRAIN, "--max-steps", "1", "--out", str(out)]) == 0
+    return out / "checkpoint.pt"
 
 
-@pytest.mark.parametrize(
-    ("sizes", "message"),
-    [
-        (["--max-seq-len", "16", "--d-model", "16"],
-         r"do not fit the base .*blocks.0.attn.qkv_proj: adapters of shapes A \(2, 32\), B \(96, 2\) do not fit "
-         r"the base weight \(48, 16\), which needs A \(2, 16\), B \(48, 2\)"),
-        (["--max-seq-len", "8", "--d-model", "32"], r"is not the model its adapters were trained on: max_seq_len 16 "
-         r"\(trained on\) vs 8"),
-        (["--max-seq-len", "16", "--d-model", "32", "--seed", "7"], "has the right shapes but other weights"),
-    ],
-    ids=["shapes", "configuration", "weights"],
-)
-def test_adapters_on_the_wrong_base_are_refused_with_exit_2(tmp_path, corpus, base, capsys, sizes, message):
+def test_adapters_on_the_wrong_base_are_refused_with_exit_2(tmp_path, corpus, base, capsys):
     path = lora_run(tmp_path, corpus, base, "lora", "--max-steps", "1")
-    write_other_base(base, corpus, tmp_path, *sizes)
+    shapes = (r"do not fit the base .*blocks.0.attn.qkv_proj: adapters of shapes A \(2, 32\), B \(96, 2\) "
+              r"do not fit the base weight \(48, 16\), which needs A \(2, 16\), B \(48, 2\)")
+    cases = {
+        shapes: ["--max-seq-len", "16", "--d-model", "16"],
+        r"not the model its adapters were trained on: max_seq_len 16 \(trained on\) vs 8": ["--max-seq-len", "8",
+                                                                                          "--d-model", "32"],
+        "has the right shapes but other weights": ["--max-seq-len", "16", "--d-model", "32", "--seed", "7"],
+    }
+    for number, (message, sizes) in enumerate(cases.items()):
+        wrong = other_base(corpus, tmp_path / f"other{number}", *sizes)
+        with pytest.raises(ValueError, match=message):
+            load_model(path, base=wrong)
+    (tmp_path / "other0" / "checkpoint.pt").replace(base)  # the recorded base is now a model of other shapes
     capsys.readouterr()
-    with pytest.raises(ValueError, match=message):
-        load_model(path)
     assert main(["generate", "--checkpoint", str(path), "--prompt", "to", "--max-new-tokens", "2"]) == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(shapes, capsys.readouterr().err)
     assert main(["merge", str(path), "--out", str(tmp_path / "merged.pt")]) == 2
     assert not (tmp_path / "merged.pt").exists()
 
@@ -270,3 +282,26 @@ def test_bad_input_is_exit_2_and_writes_nothing(tmp_path, corpus, base, capsys, 
     assert main(["train", "--data", str(corpus), *flags, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def run_rank(rank: int, world_size: int, port: int, arguments: list[str]) -> None:
+    """One process of a torchrun-like job on the CPU (gloo), as chapter 13's tests run them."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert main(arguments) == 0
+
+
+def test_lora_under_two_processes_matches_one_process_with_twice_the_batch(tmp_path, corpus):
+    from tests.test_distributed import free_port
+
+    # Without dropout: each process draws its own masks, so with dropout the two runs differ by design.
+    base = other_base(corpus, tmp_path / "base", "--max-seq-len", "16", "--d-model", "32", "--dropout", "0")
+    lora = ["train", "--init", str(base), "--data", str(corpus), *TRAIN, "--lora", "2", "--max-steps", "3"]
+    mp.spawn(run_rank, args=(2, free_port(), [*lora, "--batch-size", "2", "--out", str(tmp_path / "ddp")]),
+             nprocs=2, join=True)
+    assert main([*lora, "--batch-size", "4", "--out", str(tmp_path / "single")]) == 0
+    ddp, single = (adapter_weights(tmp_path / name / "checkpoint.pt") for name in ("ddp", "single"))
+    assert ddp.keys() == single.keys()
+    assert all(torch.allclose(ddp[name], single[name], atol=1e-5) for name in ddp)
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["lora"]["base"] == str(base.resolve())
