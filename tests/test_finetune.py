@@ -489,6 +489,17 @@ def test_merge_writes_the_merged_model_as_a_plain_checkpoint(
         )
         == 0
     )
+    for checkpoint, web in (
+        (path, "web-adapters"),
+        (out, "web-merged"),
+    ):  # export-web reads both
+        web_args = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / web)]
+        assert main(["export-web", *web_args, "--dtype", "float32"]) == 0
+    weights = [
+        (tmp_path / web / "weights.bin").read_bytes()
+        for web in ("web-adapters", "web-merged")
+    ]
+    assert weights[0] == weights[1]
 
 
 def test_merge_refuses_bad_input_and_overwrites_nothing(tmp_path, corpus, base, capsys):
