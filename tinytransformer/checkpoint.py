@@ -1,5 +1,6 @@
 # Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
 #   book/08-training.md
+#   book/11-lora.md
 """Checkpoints: the file format, writing it atomically, reading it back with every check (chapter 8)."""
 
 import typing
@@ -94,12 +95,16 @@ def tokenizer_from_checkpoint(state: dict, model_config: GPTConfig, path: Path) 
     return tokenizer
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", base: str | Path | None = None
+) -> tuple[GPT, Tokenizer]:
     """Rebuild the trained model and its tokenizer from a checkpoint (no corpus needed).
 
     Args:
         path: The checkpoint file.
         device: Where to put the model.
+        base: For a checkpoint of LoRA adapters (chapter 11b), the pretrained weights to
+            put them on, instead of the source the checkpoint records.
 
     Returns:
         ``(model, tokenizer)``, the model in evaluation mode.
@@ -109,15 +114,142 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GP
         ValueError: If the checkpoint is unreadable, or its weights do not fit its configuration or are not finite.
     """
     state = load_checkpoint(path)
-    model_config = config_from_checkpoint(GPTConfig, state["model_config"], Path(path))
-    tokenizer = tokenizer_from_checkpoint(state, model_config, Path(path))
-    model = GPT(model_config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from None
+    if state.get("lora"):  # adapters, and the base weights they adapt (chapter 11b)
+        model, tokenizer = load_adapted_model(state, Path(path), base)
+    else:
+        model_config = config_from_checkpoint(GPTConfig, state["model_config"], Path(path))
+        tokenizer = tokenizer_from_checkpoint(state, model_config, Path(path))
+        model = GPT(model_config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from None
     broken = [name for name, weight in model.state_dict().items() if not torch.isfinite(weight).all()]
     if broken:
         raise ValueError(f"{path} holds NaN or infinite weights (in {', '.join(broken[:3])}, …): it comes from a "
                          "run that diverged; use an earlier checkpoint")
     return model.to(device).eval(), tokenizer
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A fingerprint of a model's weights: SHA-256 over each tensor's name, shape, type, bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        )
+    return digest.hexdigest()
+
+
+def load_pretrained(source: str | Path) -> tuple[GPT, Tokenizer]:
+    """Pretrained weights and their tokenizer: what ``train --init`` and adapters start from.
+
+    Args:
+        source: One of our checkpoints (the file, or the run folder that holds
+            ``checkpoint.pt``; an adapter checkpoint comes back merged), a Hugging Face
+            GPT-2 pretrained directory (``config.json`` + ``model.safetensors``), or a hub
+            name such as ``"gpt2"``.
+
+    Returns:
+        ``(model, tokenizer)``: a plain ``GPT`` on the CPU, in evaluation mode.
+
+    Raises:
+        ValueError: If ``source`` is none of these, or cannot be read or downloaded.
+    """
+    from tinytransformer.gpt2 import HUB_NAME, load_gpt2
+    from tinytransformer.lora import merge_lora
+    from tinytransformer.tokenizer import get_tokenizer
+
+    path = Path(source)
+    if (
+        path.is_dir() and (path / "checkpoint.pt").is_file()
+    ):  # our run folder (its config.json is the run's)
+        path = path / "checkpoint.pt"
+    elif path.is_dir() and (path / "config.json").is_file():
+        try:
+            return load_gpt2(path), get_tokenizer("gpt2")
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from None
+    if path.is_file():
+        model, tokenizer = load_model(path)
+        return merge_lora(model).eval(), tokenizer
+    if not path.exists() and HUB_NAME.fullmatch(str(source)):
+        # a hub name: downloaded, or a ValueError that says how to download by hand
+        return load_gpt2(str(source)), get_tokenizer("gpt2")
+    what = (
+        "does not exist"
+        if not path.exists()
+        else "is a folder with neither config.json (a GPT-2 pretrained directory) "
+        "nor checkpoint.pt"
+    )
+    raise ValueError(
+        f"{source} {what}; pass a Hugging Face GPT-2 pretrained directory or hub name, "
+        "or a checkpoint written by tinytransformer train"
+    )
+
+
+def load_adapted_model(
+    state: dict, path: Path, base: str | Path | None = None
+) -> tuple[GPT, Tokenizer]:
+    """The model of an adapter checkpoint: its base weights, checked, with the adapters on.
+
+    Args:
+        state: The checkpoint as ``load_checkpoint`` returns it; ``state["lora"]`` names
+            the base.
+        path: Where the checkpoint was read from, for the messages.
+        base: Pretrained weights to use instead of ``state["lora"]["base"]``.
+
+    Returns:
+        ``(model, tokenizer)``: the base, its ``LoRALinear`` layers holding the adapters.
+
+    Raises:
+        ValueError: If the base cannot be loaded, or is not the one the adapters were
+            trained on: other shapes (both named), another configuration, or other
+            weights (another fingerprint).
+    """
+    from tinytransformer.lora import load_lora
+
+    reference = state["lora"]
+    if not isinstance(reference, dict) or not all(
+        isinstance(reference.get(key), str) for key in ("base", "base_sha256")
+    ):
+        raise ValueError(
+            f"{path} is damaged: its lora entry needs the strings base and base_sha256"
+        )
+    source = reference["base"] if base is None else base
+    try:
+        model, _ = load_pretrained(source)
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(
+            f"{path} holds LoRA adapters of the base {source}, which does not load: "
+            f"{error}; pass the base's new place (load_model(..., base=...), merge --base)"
+        ) from None
+    fingerprint = weights_sha256(model)
+    try:
+        load_lora(model, state["model"])
+    except ValueError as error:
+        raise ValueError(
+            f"{path} holds LoRA adapters that do not fit the base {source}: {error}"
+        ) from None
+    stored = config_from_checkpoint(GPTConfig, state["model_config"], path)
+    differences = [
+        f"{f.name} {stored_value} (trained on) vs {base_value}"
+        for f in fields(GPTConfig)
+        if (stored_value := getattr(stored, f.name))
+        != (base_value := getattr(model.config, f.name))
+    ]
+    if differences:
+        raise ValueError(
+            f"{path}: the base {source} is not the model its adapters were trained on: "
+            + "; ".join(differences)
+        )
+    if fingerprint != reference["base_sha256"]:
+        raise ValueError(
+            f"{path}: the base {source} has the right shapes but other weights than "
+            f"the adapters were trained on (sha256 {fingerprint[:12]}…, expected "
+            f"{reference['base_sha256'][:12]}…); pass the base they were trained on"
+        )
+    return model, tokenizer_from_checkpoint(state, stored, path)

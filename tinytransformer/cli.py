@@ -9,6 +9,7 @@ from tinytransformer.commands.bench import add_bench_command
 from tinytransformer.commands.export import add_export_command
 from tinytransformer.commands.figures import add_figures_command
 from tinytransformer.commands.generate import add_generate_command
+from tinytransformer.commands.merge import add_merge_command
 from tinytransformer.commands.tangle import add_tangle_command
 from tinytransformer.commands.train import add_train_command
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_tangle_command, add_train_command, add_generate_command, add_bench_command,
-                        add_figures_command, add_export_command):
+                        add_figures_command, add_export_command, add_merge_command):
         add_command(commands)
     return parser
 

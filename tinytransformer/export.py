@@ -13,6 +13,7 @@ import torch
 
 from tinytransformer.checkpoint import load_checkpoint, load_model
 from tinytransformer.files import atomic_write_bytes
+from tinytransformer.lora import merge_lora
 from tinytransformer.model import GPT, GPTConfig
 from tinytransformer.tokenizer import CharTokenizer, Tokenizer
 from tinytransformer.train import json_safe, prepare_out_dir
@@ -114,6 +115,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, dtype: str = "float16") -
         ValueError: If it cannot be read or exported (see ``export_model``).
     """
     model, tokenizer = load_model(checkpoint)
+    model = merge_lora(model)  # a LoRA run's checkpoint: its adapters folded in (chapter 11b)
     state = load_checkpoint(checkpoint)
     losses = json_safe(state["losses"])  # NaN (never evaluated) becomes null: JSON has no NaN
     command = ["tinytransformer", "export-web", "--checkpoint", str(checkpoint), "--out", str(out_dir)]

@@ -2,6 +2,7 @@
 #   book/appendix-figures.md
 """The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
 
+import copy
 import functools
 import io
 import itertools
@@ -21,11 +22,12 @@ from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
 from tinytransformer.block import Block, stack_gradient_norms
-from tinytransformer.data import TokenData, load_token_data
+from tinytransformer.data import TokenData, book_chapters, load_token_data
 from tinytransformer.files import atomic_write_bytes
 from tinytransformer.generation import top_k_filter, top_p_filter
-from tinytransformer.model import GPT, GPTConfig, block_gradient_norms
-from tinytransformer.tokenizer import Tokenizer
+from tinytransformer.lora import apply_lora
+from tinytransformer.model import GPT, GPTConfig, block_gradient_norms, gpt2_config
+from tinytransformer.tokenizer import CharTokenizer, Tokenizer
 from tinytransformer.train import TrainConfig, Trainer
 
 FIGURES: dict[str, Callable[[], Figure]] = {}
@@ -447,4 +449,151 @@ def draw_warmup_grid() -> Figure:
         ax.set_xlabel("peak learning rate")
     panels[0].set_ylabel("validation loss after 150 steps")
     panels[-1].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def _batch(
+    ids: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 random windows of 32 tokens and their next tokens, ``(16, 32)`` each."""
+    starts = torch.randint(0, len(ids) - 33, (16,), generator=generator)
+    return (
+        torch.stack([ids[i : i + 32] for i in starts]),
+        torch.stack([ids[i + 1 : i + 33] for i in starts]),
+    )
+
+
+@torch.no_grad()
+def _mean_loss(model: GPT, ids: torch.Tensor) -> float:
+    generator = torch.Generator().manual_seed(99)
+    return sum(model(*_batch(ids, generator))[1].item() for _ in range(4)) / 4
+
+
+def _fine_tune(
+    model: GPT,
+    ids: torch.Tensor,
+    steps: int,
+    lr: float,
+    measure: Callable[[GPT], tuple[float, float]] | None = None,
+) -> list[tuple[float, float]]:
+    """Train ``model`` on ``ids`` with AdamW; ``measure`` it at step 0 and every 10 steps."""
+    generator = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
+    )
+    curve = [measure(model)] if measure else []
+    for step in range(1, steps + 1):
+        _, loss = model(*_batch(ids, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if measure and step % 10 == 0:
+            curve.append(measure(model))
+    return curve
+
+
+@figure("lora-loss-curves")
+def draw_lora_loss_curves() -> Figure:
+    """Chapter 11b: loss on the new text (held out) and the old one, full vs LoRA."""
+    texts = {path.name: path.read_text(encoding="utf-8") for path in book_chapters()}
+    old_text, new_text = texts["01-attention.md"], texts["bibliography.md"]
+    tokenizer = CharTokenizer(old_text + new_text)
+    old, new = (
+        torch.tensor(tokenizer.encode(old_text)),
+        torch.tensor(tokenizer.encode(new_text)),
+    )
+    new_train, new_val = new[: int(0.9 * len(new))], new[int(0.9 * len(new)) :]
+
+    def measure(model: GPT) -> tuple[float, float]:
+        return _mean_loss(model, new_val), _mean_loss(model, old)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # one thread: the same sums in the same order, the same figure
+    try:
+        torch.manual_seed(0)
+        base = GPT(
+            GPTConfig(
+                vocab_size=tokenizer.vocab_size,
+                max_seq_len=32,
+                d_model=64,
+                n_layers=2,
+                n_heads=4,
+            )
+        )
+        _fine_tune(base, old, steps=200, lr=3e-3)
+        lora = apply_lora(copy.deepcopy(base), rank=4)
+        curves = {
+            "full fine-tuning (lr 1e-3)": _fine_tune(
+                copy.deepcopy(base), new_train, 60, 1e-3, measure
+            ),
+            "LoRA r=4 (lr 1e-2)": _fine_tune(lora, new_train, 60, 1e-2, measure),
+        }
+    finally:
+        torch.set_num_threads(threads)
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    new_ax, old_ax = fig.subplots(1, 2, sharey=True)
+    for (name, curve), marker in zip(curves.items(), "os"):
+        steps = range(0, 10 * len(curve), 10)
+        new_ax.plot(
+            steps,
+            [new_loss for new_loss, _ in curve],
+            marker=marker,
+            markersize=3,
+            label=name,
+        )
+        old_ax.plot(
+            steps,
+            [old_loss for _, old_loss in curve],
+            marker=marker,
+            markersize=3,
+            label=name,
+        )
+    new_ax.set_title("the new text: bibliography, held out")
+    old_ax.set_title("the old text: chapter 1 (forgetting)")
+    for ax in (new_ax, old_ax):
+        ax.set_xlabel("fine-tuning step")
+    new_ax.set_ylabel("cross-entropy (nats per character)")
+    new_ax.legend(frameon=False)
+    return fig
+
+
+@figure("lora-parameters")
+def draw_lora_parameters() -> Figure:
+    """Chapter 11b: GPT-2 small's trainable parameters under LoRA, r = 1 … 64, and full."""
+    with torch.device("meta"):
+        gpt2 = GPT(gpt2_config("small"))
+    ranks = [1, 2, 4, 8, 16, 32, 64]
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for targets, marker in [
+        (("qkv_proj", "out_proj", "fc_in", "fc_out"), "o"),
+        (("qkv_proj",), "s"),
+    ]:
+        counts = [
+            sum(
+                p.numel()
+                for p in apply_lora(
+                    copy.deepcopy(gpt2), rank, targets=targets
+                ).parameters()
+                if p.requires_grad
+            )
+            for rank in ranks
+        ]
+        ax.plot(ranks, counts, marker=marker, label=f"LoRA on {' + '.join(targets)}")
+    full = gpt2.num_parameters()
+    ax.axhline(
+        full,
+        color="gray",
+        linestyle="--",
+        label=f"full fine-tuning: {full / 1e6:.1f} M",
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(ranks, [str(rank) for rank in ranks])
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("trainable parameters")
+    ax.set_title("GPT-2 small: what fine-tuning trains")
+    ax.legend(frameon=False, fontsize=8)
     return fig

@@ -5,6 +5,7 @@
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import re
@@ -18,16 +19,21 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from tinytransformer.checkpoint import config_from_checkpoint, load_checkpoint, load_model, tokenizer_from_checkpoint
+from tinytransformer.checkpoint import (
+    config_from_checkpoint,
+    load_checkpoint,
+    load_model,
+    load_pretrained,
+    tokenizer_from_checkpoint,
+    weights_sha256,
+)
 from tinytransformer.commands.options import add_data_arguments, add_device_argument
 from tinytransformer.data import TokenData, load_token_data
 from tinytransformer.devices import synchronize
 from tinytransformer.distributed import Distributed, init_distributed, shutdown
 from tinytransformer.files import atomic_write_bytes
-from tinytransformer.gpt2 import load_gpt2
-from tinytransformer.lora import TARGETS, apply_lora, check_rank, lora_layers
+from tinytransformer.lora import TARGETS, apply_lora, check_rank, lora_state_dict
 from tinytransformer.model import GPT, GPTConfig
-from tinytransformer.tokenizer import Tokenizer, get_tokenizer
 from tinytransformer.train import PRESETS, TrainConfig, Trainer, json_safe, prepare_out_dir, preset_named, read_metrics
 
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]
@@ -162,10 +168,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _resolve(
     args: argparse.Namespace, model_typed: dict, train_typed: dict
-) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None, GPT | None]:
+) -> tuple[GPTConfig, TrainConfig, TokenData, dict | None, GPT | None, dict | None]:
     """Defaults < preset < checkpoint < typed flags: the configurations, the data, the checkpoint, the weights.
 
-    The last two are ``None`` for a fresh run; the weights are set by ``--init`` (chapter 11b).
+    The last three are ``None`` for a fresh run. The weights come from ``--init`` or a
+    resumed LoRA run, and the last item names the base weights a LoRA run adapts
+    (chapter 11b).
     """
     if args.init is not None or args.lora is not None:
         return _resolve_init(args, model_typed, train_typed)
@@ -173,11 +181,11 @@ def _resolve(
         preset = preset_named(args.preset)
         data = load_token_data(args.data, tokenizer=args.tokenizer or preset.tokenizer)
         model_config = GPTConfig(**{**preset.model, **model_typed, "vocab_size": data.tokenizer.vocab_size})
-        return model_config, resolve_train_config(preset.train, train_typed), data, None, None
+        return model_config, resolve_train_config(preset.train, train_typed), data, None, None, None
     state = load_checkpoint(args.resume)
-    if state.get("lora"):
-        raise ValueError(f"{args.resume} comes from a LoRA run and holds the merged model, not its adapters' "
-                         f"optimiser; continue it with --init {args.resume} --lora RANK")
+    if not state["optimizer"]:
+        raise ValueError(f"{args.resume} holds no optimiser state (`tinytransformer merge` "
+                         f"wrote it); start a new run from its weights with --init {args.resume}")
     _refuse_changes("architecture", state["model_config"], model_typed, args.resume)
     model_config = config_from_checkpoint(GPTConfig, state["model_config"], args.resume)
     config_from_checkpoint(TrainConfig, state["train_config"], args.resume)  # refuses unknown or damaged fields
@@ -193,13 +201,16 @@ def _resolve(
     if state.get("data_sha256", data.corpus_sha256) != data.corpus_sha256 and not args.new_data:
         raise ValueError(f"{data.source} is not the text {args.resume} was trained on (another corpus, or it changed "
                          "since); to continue training on it deliberately, add --new-data")
-    return model_config, resolve_train_config(state["train_config"], train_typed), data, state, None
+    # a LoRA run's checkpoint holds adapters: base and adapters come from load_model (chapter 11b)
+    adapted = load_model(args.resume)[0] if state.get("lora") else None
+    config = resolve_train_config(state["train_config"], train_typed)
+    return model_config, config, data, state, adapted, state.get("lora")
 
 
 def _train(
     args: argparse.Namespace, model_typed: dict, train_typed: dict, distributed: Distributed, device: torch.device
 ) -> int:
-    model_config, config, data, state, initial = _resolve(args, model_typed, train_typed)
+    model_config, config, data, state, initial, base = _resolve(args, model_typed, train_typed)
     if args.print_config:
         print(json.dumps(_describe_run(args, model_config, config, data, device, initial), indent=2))
         return 0
@@ -209,8 +220,10 @@ def _train(
             _check_run_folder(out_dir, args.resume)
         torch.manual_seed(config.seed)  # the initial weights (a resumed run then loads its own)
         model = _with_adapters(args, initial) if initial is not None else GPT(model_config)
-        trainer = _trainer_class(args)(model, config, data, out_dir=out_dir, device=device, debug=args.debug,
-                                       progress=not args.no_progress, distributed=distributed)
+        # a LoRA run's trainer saves only the adapters (chapter 11b)
+        make_trainer = Trainer if base is None else functools.partial(LoRATrainer, base=base)
+        trainer = make_trainer(model, config, data, out_dir=out_dir, device=device, debug=args.debug,
+                               progress=not args.no_progress, distributed=distributed)
         if state is not None:
             planned_steps = trainer.max_steps  # from the configuration, typed flags included
             trainer.load_state_dict(state)
@@ -221,8 +234,10 @@ def _train(
         if distributed.is_main:
             run = json.dumps(_run_record(args, model_config, config, data), indent=2)
             atomic_write_bytes(out_dir / "config.json", run.encode())
+            parameters = trainer.model.parameters()
+            trained = sum(p.numel() for p in parameters if p.requires_grad)  # LoRA: fewer
             print(
-                f"training {trainer.model.num_parameters():,} parameters on {device} × {distributed.world_size} "
+                f"training {trained:,} parameters on {device} × {distributed.world_size} "
                 f"with {data.source} ({len(data.train):,} training tokens, tokenizer {data.tokenizer.name}), "
                 f"global batch {trainer.tokens_per_step:,} tokens, into {out_dir}",
                 file=sys.stderr,
@@ -330,97 +345,140 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--init``, ``--lora``, ``--lora-alpha`` and ``--lora-targets`` to ``tinytransformer train``."""
     group = parser.add_argument_group("fine-tuning (see chapter 11b)")
     group.add_argument(
-        "--init", type=Path, metavar="SOURCE",
-        help="start from these weights instead of random ones: a Hugging Face GPT-2 pretrained directory "
-        "(config.json + model.safetensors) or one of our checkpoints; they fix the architecture and the tokenizer",
+        "--init",
+        metavar="SOURCE",
+        help="start from these weights instead of random ones: a Hugging Face GPT-2 "
+        "hub name (gpt2, ...) or pretrained directory, or one of our checkpoints; they "
+        "fix the architecture and the tokenizer",
     )
-    group.add_argument("--lora", type=int, metavar="RANK",
-                       help="with --init: freeze the weights and train LoRA adapters of this rank; each checkpoint "
-                       "holds the merged model")
-    group.add_argument("--lora-alpha", type=float, default=8.0, metavar="FLOAT",
-                       help="with --lora: scale each update by alpha / rank (default: 8)")
-    group.add_argument("--lora-targets", default=",".join(TARGETS), metavar="NAMES",
-                       help=f"with --lora: the projections to adapt, comma-separated from {', '.join(TARGETS)} "
-                       "(default: all of them)")
+    group.add_argument(
+        "--lora",
+        type=int,
+        metavar="RANK",
+        help="with --init: freeze the weights and train LoRA adapters of this rank; "
+        "each checkpoint holds the adapters and names the base (tinytransformer merge "
+        "makes a plain checkpoint)",
+    )
+    group.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=8.0,
+        metavar="FLOAT",
+        help="with --lora: scale each update by alpha / rank (default: 8)",
+    )
+    group.add_argument(
+        "--lora-targets",
+        default=",".join(TARGETS),
+        metavar="NAMES",
+        help=f"with --lora: the projections to adapt, comma-separated from {', '.join(TARGETS)} "
+        "(default: all of them)",
+    )
 
 
 def _lora_target_names(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in TARGETS]
     if unknown or not names:
-        raise ValueError(f"--lora-targets {text!r}: choose one or more of {', '.join(TARGETS)}, comma-separated")
+        raise ValueError(
+            f"--lora-targets {text!r}: choose one or more of {', '.join(TARGETS)}, comma-separated"
+        )
     return names
-
-
-def load_init(source: Path) -> tuple[GPT, Tokenizer]:
-    """The weights and tokenizer of ``--init``: a GPT-2 pretrained directory or one of our checkpoints.
-
-    Raises:
-        ValueError: If ``source`` is neither (or does not exist), or cannot be read.
-    """
-    if source.is_dir() and (source / "checkpoint.pt").is_file():  # our run folder (its config.json is the run's)
-        source = source / "checkpoint.pt"
-    elif source.is_dir() and (source / "config.json").is_file():
-        return load_gpt2(source), get_tokenizer("gpt2")
-    if source.is_file():
-        return load_model(source)
-    what = ("does not exist" if not source.exists()
-            else "is a folder with neither config.json (a GPT-2 pretrained directory) nor checkpoint.pt")
-    raise ValueError(f"--init {source} {what}; pass a Hugging Face GPT-2 pretrained directory or a "
-                     "checkpoint written by tinytransformer train")
 
 
 def _resolve_init(
     args: argparse.Namespace, model_typed: dict, train_typed: dict
-) -> tuple[GPTConfig, TrainConfig, TokenData, None, GPT]:
-    """``--init``: the weights with their architecture and tokenizer, the training configuration of the preset."""
+) -> tuple[GPTConfig, TrainConfig, TokenData, None, GPT, dict | None]:
+    """``--init``: the weights with their architecture and tokenizer, the preset's training
+    configuration, and for ``--lora`` the reference to the base that checkpoints record."""
     if args.init is None:
-        raise ValueError("--lora adapts pretrained weights: add --init SOURCE (a GPT-2 directory or a checkpoint)")
+        raise ValueError(
+            "--lora adapts pretrained weights: add --init SOURCE (a GPT-2 directory or a checkpoint)"
+        )
     if args.resume is not None:
-        raise ValueError("--init starts a new run from a model's weights and --resume continues a run: use one")
+        raise ValueError(
+            "--init starts a new run from a model's weights and --resume continues a run: use one"
+        )
     if model_typed:
         flags = ", ".join("--" + name.replace("_", "-") for name in model_typed)
-        raise ValueError(f"--init {args.init}: the weights fix the architecture; drop {flags}")
+        raise ValueError(
+            f"--init {args.init}: the weights fix the architecture; drop {flags}"
+        )
     if args.lora is not None:
         check_rank(args.lora)
         if not 0 < args.lora_alpha < float("inf"):
-            raise ValueError(f"--lora-alpha must be a positive number, got {args.lora_alpha}")
+            raise ValueError(
+                f"--lora-alpha must be a positive number, got {args.lora_alpha}"
+            )
         _lora_target_names(args.lora_targets)
     preset = preset_named(args.preset)
-    model, tokenizer = load_init(args.init)
+    try:
+        model, tokenizer = load_pretrained(args.init)
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"--init {error}") from None
     if args.tokenizer is not None and args.tokenizer != tokenizer.name:
-        raise ValueError(f"{args.init} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
-                         "drop --tokenizer: the weights only fit the token ids they were trained on")
+        raise ValueError(
+            f"{args.init} was trained with tokenizer {tokenizer.name!r}, not {args.tokenizer!r}; "
+            "drop --tokenizer: the weights only fit the token ids they were trained on"
+        )
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"{args.init} has {model.config.vocab_size} token embeddings but its tokenizer "
-                         f"{tokenizer.name!r} has {tokenizer.vocab_size} tokens; it cannot be fine-tuned here")
+        raise ValueError(
+            f"{args.init} has {model.config.vocab_size} token embeddings but its tokenizer "
+            f"{tokenizer.name!r} has {tokenizer.vocab_size} tokens; it cannot be fine-tuned here"
+        )
     data = load_token_data(args.data, tokenizer=tokenizer)
-    return model.config, resolve_train_config(preset.train, train_typed), data, None, model
+    base = None
+    if args.lora is not None:
+        source = (
+            str(Path(args.init).resolve()) if Path(args.init).exists() else args.init
+        )  # else a hub name
+        base = {"base": source, "base_sha256": weights_sha256(model)}
+    return (
+        model.config,
+        resolve_train_config(preset.train, train_typed),
+        data,
+        None,
+        model,
+        base,
+    )
 
 
 def _with_adapters(args: argparse.Namespace, model: GPT) -> GPT:
     """The loaded model in training mode, with LoRA adapters when ``--lora`` asks for them."""
     model.train()
     if args.lora is not None:
-        apply_lora(model, args.lora, args.lora_alpha, _lora_target_names(args.lora_targets))
+        apply_lora(
+            model, args.lora, args.lora_alpha, _lora_target_names(args.lora_targets)
+        )
     return model
 
 
-class MergedLoRATrainer(Trainer):
-    """A trainer whose checkpoints hold the merged model: a plain GPT that ``generate`` and ``--init`` read."""
+class LoRATrainer(Trainer):
+    """A trainer whose checkpoints hold only the adapters, and name the weights they adapt.
+
+    Args:
+        *args: As for ``Trainer``; the model has ``LoRALinear`` layers (``apply_lora``).
+        base: ``{"base": source, "base_sha256": fingerprint}`` of the pretrained
+            weights.
+        **kwargs: As for ``Trainer``.
+    """
+
+    def __init__(self, *args, base: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base = base
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        weights = dict(state["model"])
-        layers = lora_layers(self.model)
-        for name, layer in layers.items():
-            for key in [key for key in weights if key.startswith(name + ".")]:
-                del weights[key]  # base.weight, base.bias, A, B
-            weights.update({f"{name}.{key}": value for key, value in layer.merged().state_dict().items()})
-        layer = next(iter(layers.values()))
-        targets = sorted({name.rpartition(".")[2] for name in layers})
-        return {**state, "model": weights, "lora": {"rank": layer.rank, "alpha": layer.alpha, "targets": targets}}
+        return {
+            **super().state_dict(),
+            "model": lora_state_dict(self.model),
+            "lora": dict(self.base),
+        }
 
-
-def _trainer_class(args: argparse.Namespace) -> type[Trainer]:
-    return MergedLoRATrainer if args.lora is not None else Trainer
+    def load_state_dict(self, state: dict) -> None:
+        adapters = {
+            name: tensor
+            for name, tensor in state["model"].items()
+            if name != "lora_alpha"
+        }
+        super().load_state_dict(
+            {**state, "model": {**self.model.state_dict(), **adapters}}
+        )
