@@ -66,9 +66,9 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
 
 def test_bench_decode_prints_one_table_per_length_and_writes_json(tmp_path, capsys):
     path = tmp_path / "decode.json"
-    args = ["bench", "--decode", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--max-seq-len", "32",
-            "--vocab-size", "100", "--generate", "4", "--repeats", "1", "--dtypes", "float32", "int8",
-            "--json", str(path)]
+    args = ["bench", "--decode", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-seq-len", "32", "--vocab-size", "100", "--generate", "4",
+            "--repeats", "1", "--dtypes", "float32", "int8", "--json", str(path)]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "memory bandwidth" in table and "| plain |" in table and "| int8 |" in table
@@ -76,7 +76,8 @@ def test_bench_decode_prints_one_table_per_length_and_writes_json(tmp_path, caps
     results = json.loads(path.read_text())
     assert results["bandwidth_gb_s"] > 0 and results["training"] == {}
     rows = results["decoding"]["4"]
-    assert rows["float32"]["agree"] == 4 and rows["int8"]["mb_per_token"] < rows["plain"]["mb_per_token"]
+    assert rows["float32"]["agree"] == 4
+    assert rows["int8"]["mb_per_token"] < rows["plain"]["mb_per_token"]
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,8 @@ def test_command_is_reproducible_with_a_seed_and_the_same_without_the_cache(chec
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 def test_dtype_decodes_the_same_greedy_text(checkpoint, capsys, dtype):
-    args = ["--checkpoint", str(checkpoint), "--prompt", "the ", "--max-new-tokens", "20", "--greedy"]
+    args = ["--checkpoint", str(checkpoint), "--prompt", "the ", "--max-new-tokens", "20",
+            "--greedy"]
     assert generate(capsys, *args, "--dtype", dtype)[1] == generate(capsys, *args)[1]
 
 

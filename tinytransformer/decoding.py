@@ -1,11 +1,13 @@
 # Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
 #   book/12-fast.md
-"""Decoding near the memory-bandwidth limit: weights laid out and narrowed for one token at a time
-(chapter 12)."""
+"""Decoding near the memory-bandwidth limit: weights laid out, or narrowed, for one
+token at a time (chapter 12)."""
 
 import copy
+import functools
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +18,15 @@ from tinytransformer.gpt2 import load_gpt2
 from tinytransformer.model import GPT, GPTConfig
 
 DECODING_DTYPES = {"float32": 4, "bfloat16": 2, "int8": 1}
-"""How ``decoding_model`` can store the linear weights, with the bytes each weight then takes."""
+"""How ``decoding_model`` can store the linear weights, and the bytes of each weight."""
 
 
 def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Measure how fast this machine reads memory: the median time to sum a large float32 tensor.
+    """Measure how fast this machine reads memory: the median time to sum a tensor.
 
     Args:
-        megabytes: Size of the tensor; far larger than the caches, so it comes from memory.
+        megabytes: Size of the float32 tensor; far larger than the caches, so it comes
+            from memory.
         repeats: Timed sums; the median is reported.
 
     Returns:
@@ -39,10 +42,12 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return data.numel() * 4 / statistics.median(seconds)
 
 
-def bytes_per_token(config: GPTConfig, dtype: str = "float32", context_len: int = 0) -> int:
-    """Bytes one decoding step reads: every linear weight, and the keys and values cached so far.
+def bytes_per_token(config: GPTConfig, dtype: str = "float32",
+                    context_len: int = 0) -> int:
+    """Bytes one decoding step reads: linear weights, cached keys and values.
 
-    Biases, LayerNorms and the embedding rows looked up are left out (under 0.2 % for GPT-2 small).
+    Biases, LayerNorms and the embedding rows looked up are left out (under 0.2 % for
+    GPT-2 small).
 
     Args:
         config: The architecture.
@@ -66,23 +71,24 @@ def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
         weight: A linear weight, shape ``(out, in)``.
 
     Returns:
-        ``(q, scales)``: int8 integers of shape ``(out, in)`` in ``[-127, 127]`` and float32
-        scales of shape ``(out,)``, with ``weight ≈ scales[:, None] * q``.
+        ``(q, scales)``: int8 integers of shape ``(out, in)`` in ``[-127, 127]`` and
+        float32 scales of shape ``(out,)``, with ``weight ≈ scales[:, None] * q``.
     """
     largest = weight.abs().amax(dim=1).float()  # (out,)
-    scales = largest.clamp(min=torch.finfo(torch.float32).tiny) / 127  # an all-zero row: any scale
+    scales = largest.clamp(min=torch.finfo(torch.float32).tiny) / 127  # a zero row: any
     q = torch.round(weight.float() / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scales
 
 
 class DecodingLinear(nn.Module):
-    """A linear layer whose weight is stored for decoding: laid out, or narrowed, for speed.
+    """A linear layer whose weight is stored for decoding: laid out, or narrowed.
 
     Args:
         linear: The layer to copy (its weight is ``(out, in)``).
         dtype: ``"float32"``: the same numbers, stored ``(in, out)`` when ``out > in``;
-            ``"bfloat16"``: weight and input rounded to bfloat16; ``"int8"``: per-channel int8
-            weights (``quantize_int8``) with a bfloat16 input. A key of ``DECODING_DTYPES``.
+            ``"bfloat16"``: weight and input rounded to bfloat16; ``"int8"``:
+            per-channel int8 weights (``quantize_int8``) with a bfloat16 input. A key of
+            ``DECODING_DTYPES``.
 
     The output is float32 in every case.
     """
@@ -93,7 +99,7 @@ class DecodingLinear(nn.Module):
         self.dtype = dtype
         self.in_features, self.out_features = linear.in_features, linear.out_features
         scales = None
-        if dtype == "float32":  # wide outputs read faster from the (in, out) layout (measured above)
+        if dtype == "float32":  # wide outputs read faster as (in, out): measured above
             transposed = linear.out_features > linear.in_features
             weight = weight.t().contiguous().t() if transposed else weight
         elif dtype == "bfloat16":
@@ -101,39 +107,42 @@ class DecodingLinear(nn.Module):
         else:
             weight, scales = quantize_int8(weight)
             scales = scales.to(torch.bfloat16)  # the kernel wants the input's dtype
-        self.weight: Tensor  # buffers, not parameters: nothing here is trained, and .to() moves them
+        self.weight: Tensor  # buffers, not parameters: never trained, moved by .to()
         self.scales: Tensor | None
         self.bias: Tensor | None
         self.register_buffer("weight", weight)
         self.register_buffer("scales", scales)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        bias = None if linear.bias is None else linear.bias.detach()
+        self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x @ W.T + b`` for an input of shape ``(..., in)``; float32 out, shape ``(..., out)``."""
+        """``x @ W.T + b`` for ``x`` of shape ``(..., in)``: float32, ``(..., out)``."""
         if self.dtype == "float32":
             return F.linear(x, self.weight, self.bias)
         if self.scales is None:  # bfloat16
             y = F.linear(x.to(torch.bfloat16), self.weight)
         else:  # int8: the kernel takes a (rows, in) matrix
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch._weight_int8pack_mm(rows, self.weight, self.scales).view(*x.shape[:-1], -1)
+            y = torch._weight_int8pack_mm(rows, self.weight, self.scales)
+            y = y.view(*x.shape[:-1], self.out_features)
         y = y.float()
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"dtype={self.dtype}")
 
 
 def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
-    """A copy of ``model`` for generation, its linear layers replaced by ``DecodingLinear``.
+    """A copy of ``model`` for generation, its linear layers made ``DecodingLinear``.
 
-    The tied ``lm_head`` gets its own copy of the embedding matrix in the new layout, while the
-    embedding lookup keeps the original. The copy is for inference only (no gradients).
+    The tied ``lm_head`` gets its own copy of the embedding matrix in the new layout,
+    while the embedding lookup keeps the original. The copy is for inference only.
 
     Args:
         model: The model; it is not changed.
-        dtype: How to store the linear weights: ``"float32"`` (same numbers up to rounding,
-            faster layout), ``"bfloat16"`` or ``"int8"``.
+        dtype: How to store the linear weights: ``"float32"`` (same numbers up to
+            rounding, faster layout), ``"bfloat16"`` or ``"int8"``.
 
     Returns:
         The copy, in evaluation mode.
@@ -142,7 +151,8 @@ def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
         ValueError: If ``dtype`` is not one of ``DECODING_DTYPES``.
     """
     if dtype not in DECODING_DTYPES:
-        raise ValueError(f"unknown decoding dtype {dtype!r}; choose one of {', '.join(DECODING_DTYPES)}")
+        choices = ", ".join(DECODING_DTYPES)
+        raise ValueError(f"unknown decoding dtype {dtype!r}; choose one of {choices}")
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     for module in list(fast.modules()):
         for name, child in list(module.named_children()):
@@ -152,16 +162,17 @@ def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
 
 
 def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
-                   dtypes: tuple[str, ...] = tuple(DECODING_DTYPES), prompt_len: int = 8,
-                   seed: int = 0) -> dict[str, dict]:
-    """Greedy decoding speed of ours and of Hugging Face's ``generate`` on the same weights.
+                   dtypes: tuple[str, ...] = tuple(DECODING_DTYPES),
+                   prompt_len: int = 8, seed: int = 0) -> dict[str, dict]:
+    """Greedy decoding speed of ours and of Hugging Face's ``generate``, same weights.
 
-    The contestants take turns, a warm-up first, then ``repeats`` rounds; all run on the CPU with
-    the same number of threads, from the same random prompt, generating exactly ``new_tokens``.
+    The contestants take turns, a warm-up first, then ``repeats`` rounds; all run on the
+    CPU with the same threads, from the same random prompt, for exactly ``new_tokens``.
 
     Args:
-        config: The architecture. With ``transformers`` installed, the weights are those of a
-            random ``GPT2LMHeadModel`` of this shape (tanh GELU, biases, tied embeddings).
+        config: The architecture. With ``transformers`` installed, the weights are those
+            of a random ``GPT2LMHeadModel`` of this shape (tanh GELU, biases, tied
+            embeddings).
         new_tokens: Tokens generated per run.
         repeats: Timed rounds; the median is reported.
         dtypes: The ``decoding_model`` precisions to time.
@@ -169,32 +180,38 @@ def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
         seed: Seeds the weights and the prompt.
 
     Returns:
-        For each contestant (``"hugging face"`` when available, ``"plain"``, then each dtype):
-        ``tokens_per_s`` (median), ``seconds`` (every round) and ``agree``, the number of leading
+        For each contestant (``"hugging face"`` when available, ``"plain"``, then each
+        dtype): ``tokens_per_s`` (median), ``seconds`` (every round) and ``agree``, the
+        number of leading
         new tokens identical to the reference's (Hugging Face's, else ``"plain"``).
     """
     torch.manual_seed(seed)
-    prompt = torch.randint(0, config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
-    runs = {}
+    random_tokens = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(config.vocab_size, (1, prompt_len), generator=random_tokens)
+    runs: dict[str, Callable[[int], Tensor]] = {}  # new tokens -> (1, prompt_len + n)
     eot_id = config.vocab_size - 1  # GPT-2's end-of-text is its last token
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
         model = GPT(config).eval()
     else:
-        reference = GPT2LMHeadModel(GPT2Config(
-            vocab_size=config.vocab_size, n_positions=config.max_seq_len, n_embd=config.d_model,
-            n_layer=config.n_layers, n_head=config.n_heads, n_inner=config.d_ff,
-            activation_function="gelu_new", bos_token_id=eot_id, eos_token_id=eot_id)).eval()
+        hf_config = GPT2Config(
+            vocab_size=config.vocab_size, n_positions=config.max_seq_len,
+            n_embd=config.d_model, n_layer=config.n_layers, n_head=config.n_heads,
+            n_inner=config.d_ff, activation_function="gelu_new", bos_token_id=eot_id,
+            eos_token_id=eot_id)
+        reference = GPT2LMHeadModel(hf_config).eval()
         model = load_gpt2(reference)
-        runs["hugging face"] = lambda n: reference.generate(  # exactly n tokens: no early stop
+        runs["hugging face"] = lambda n: reference.generate(  # exactly n: no early stop
             prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
             min_new_tokens=n, do_sample=False, pad_token_id=eot_id)
     greedy = SamplingOptions(greedy=True)
-    runs["plain"] = lambda n: model.generate(prompt, n, greedy)
+    runs["plain"] = functools.partial(model.generate, prompt, options=greedy)
     for dtype in dtypes:
-        runs[dtype] = lambda n, fast=decoding_model(model, dtype): fast.generate(prompt, n, greedy)
-    tokens = {name: run(new_tokens)[0, prompt_len:] for name, run in runs.items()}  # also a warm-up
+        fast = decoding_model(model, dtype)
+        runs[dtype] = functools.partial(fast.generate, prompt, options=greedy)
+    # the first run of each is also its warm-up
+    tokens = {name: run(new_tokens)[0, prompt_len:] for name, run in runs.items()}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
@@ -205,6 +222,7 @@ def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
     results = {}
     for name, times in seconds.items():
         differs = (tokens[name] != expected).nonzero()
-        results[name] = {"tokens_per_s": new_tokens / statistics.median(times), "seconds": times,
+        results[name] = {"tokens_per_s": new_tokens / statistics.median(times),
+                         "seconds": times,
                          "agree": int(differs[0, 0]) if len(differs) else new_tokens}
     return results

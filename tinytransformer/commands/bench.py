@@ -29,7 +29,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     unknown = [dtype for dtype in args.dtypes if dtype not in DECODING_DTYPES]
     if unknown:
-        raise ValueError(f"unknown --dtypes {unknown[0]!r}; choose from {', '.join(DECODING_DTYPES)}")
+        choices = ", ".join(DECODING_DTYPES)
+        raise ValueError(f"unknown --dtypes {unknown[0]!r}; choose from {choices}")
     device = select_device(args.device)
     preset = preset_named(args.preset)
     architecture = {name: getattr(args, name) for name in ("max_seq_len", "d_model", "n_layers", "n_heads")
@@ -46,15 +47,19 @@ def run_bench(args: argparse.Namespace) -> int:
                "model": vars(model_config), "batch_size": config.batch_size, "training": {}, "generation": {}}
     if args.decode:  # the section "Decoding is memory-bound": ours against Hugging Face
         decoding_config = replace(model_config, vocab_size=args.vocab_size)
-        results |= decoding_results(decoding_config, args.generate, args.repeats, args.dtypes)
+        results |= decoding_results(decoding_config, args.generate, args.repeats,
+                                    args.dtypes)
         print(format_decoding(results))
     else:
-        variants = list(dict.fromkeys(args.variants))  # each variant once, in the order given
-        training = bench_training(model_config, config, variants, args.steps, args.repeats, device)
+        variants = list(dict.fromkeys(args.variants))  # each once, in the order given
+        training = bench_training(model_config, config, variants, args.steps, args.repeats,
+                                  device)
         for variant, row in training.items():
-            results["training"][variant] = {**row, "mfu": row["gflops"] / results["peak_gflops"]}
+            mfu = row["gflops"] / results["peak_gflops"]
+            results["training"][variant] = {**row, "mfu": mfu}
         for new_tokens in args.generate:
-            results["generation"][new_tokens] = bench_generation(model_config, new_tokens, args.repeats, device)
+            results["generation"][new_tokens] = bench_generation(
+                model_config, new_tokens, args.repeats, device)
         results["peak_memory_mb"] = peak_memory_mb(device)
         print(format_results(results))
     if args.json:
@@ -93,11 +98,13 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--generate", type=int, nargs="*", default=[50, 200, 500],
                         help="new tokens to time (default 50 200 500)")
     parser.add_argument("--decode", action="store_true",
-                        help="instead of training, time greedy decoding on the CPU: Hugging Face's "
-                             "generate (if transformers is installed) against ours, plain and "
-                             "prepared by decoding_model in each of --dtypes")
+                        help="instead of training, time greedy decoding on the CPU: "
+                             "Hugging Face's generate (if transformers is installed) "
+                             "against ours, plain and prepared by decoding_model in each "
+                             "of --dtypes")
     parser.add_argument("--dtypes", nargs="+", default=list(DECODING_DTYPES),
-                        help=f"with --decode: {', '.join(DECODING_DTYPES)} (default: all)")
+                        help=f"with --decode: any of {', '.join(DECODING_DTYPES)} "
+                             "(default: all)")
     parser.add_argument("--vocab-size", type=int, default=50257,
                         help="with --decode: the vocabulary (default 50257, GPT-2's)")
     add_device_argument(parser)
@@ -107,19 +114,21 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
 
 def decoding_results(config: GPTConfig, new_tokens: list[int], repeats: int,
                      dtypes: list[str]) -> dict:
-    """Memory bandwidth, then ``bench_decoding`` for each length, with each row's ceiling."""
+    """Memory bandwidth, then ``bench_decoding`` for each length, with each ceiling."""
     bandwidth = memory_bandwidth()
     prompt_len = 8
     runs = {}
     for count in new_tokens:
-        rows = bench_decoding(config, count, repeats, tuple(dict.fromkeys(dtypes)), prompt_len)
+        chosen = tuple(dict.fromkeys(dtypes))  # each once, in the order given
+        rows = bench_decoding(config, count, repeats, chosen, prompt_len)
         for name, row in rows.items():
             dtype = name if name in DECODING_DTYPES else "float32"
-            context_len = prompt_len + count // 2  # the cache's mean length over the run
+            context_len = prompt_len + count // 2  # the cache's mean length
             row["mb_per_token"] = bytes_per_token(config, dtype, context_len) / 1e6
             row["ceiling_tokens_per_s"] = bandwidth / 1e6 / row["mb_per_token"]
         runs[count] = rows
-    return {"bandwidth_gb_s": bandwidth / 1e9, "decoding_model": vars(config), "decoding": runs}
+    return {"bandwidth_gb_s": bandwidth / 1e9, "decoding_model": vars(config),
+            "decoding": runs}
 
 
 def format_decoding(results: dict) -> str:
@@ -136,6 +145,8 @@ def format_decoding(results: dict) -> str:
                   f"| identical to {reference} |", "|---|---:|---:|---:|---:|---:|"]
         for name, row in rows.items():
             speed_up = row["tokens_per_s"] / rows[reference]["tokens_per_s"]
-            lines.append(f"| {name} | {row['mb_per_token']:,.1f} | {row['ceiling_tokens_per_s']:,.0f} "
-                         f"| {row['tokens_per_s']:,.1f} | {speed_up:.2f} | {row['agree']}/{count} |")
+            lines.append(f"| {name} | {row['mb_per_token']:,.1f} "
+                         f"| {row['ceiling_tokens_per_s']:,.0f} "
+                         f"| {row['tokens_per_s']:,.1f} | {speed_up:.2f} "
+                         f"| {row['agree']}/{count} |")
     return "\n".join(lines)

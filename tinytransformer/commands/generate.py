@@ -118,7 +118,7 @@ def run_generate(args: argparse.Namespace) -> int:
         from tinytransformer.checkpoint import load_model
 
         model, tokenizer = load_model(args.checkpoint, device)
-    if args.dtype is not None:  # chapter 12: weights laid out, or narrowed, for decoding
+    if args.dtype is not None:  # chapter 12: weights stored for decoding
         from tinytransformer.decoding import decoding_model
 
         model = decoding_model(model, args.dtype)
@@ -215,8 +215,9 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "int8"],
-        help="store the linear weights for decoding (chapter 12): float32 (same numbers, faster "
-        "layout), bfloat16 or int8 (fewer bytes, slightly different numbers); default: as trained",
+        help="store the linear weights for decoding (chapter 12): float32 (same "
+        "numbers, faster layout), bfloat16 or int8 (fewer bytes, slightly different "
+        "numbers); default: as trained",
     )
     parser.add_argument(
         "--device",
