@@ -64,10 +64,27 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path, capsys):
     assert results["training"]["sdpa"]["tokens_per_s"] > 0 and results["generation"]["4"]["with_cache"] > 0
 
 
+def test_bench_decode_prints_one_table_per_length_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "decode.json"
+    args = ["bench", "--decode", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+            "--max-seq-len", "32", "--vocab-size", "100", "--generate", "4",
+            "--repeats", "1", "--dtypes", "float32", "int8", "--json", str(path)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "memory bandwidth" in table and "| plain |" in table and "| int8 |" in table
+    assert "| bfloat16 |" not in table and "4/4 |" in table
+    results = json.loads(path.read_text())
+    assert results["bandwidth_gb_s"] > 0 and results["training"] == {}
+    rows = results["decoding"]["4"]
+    assert rows["float32"]["agree"] == 4
+    assert rows["int8"]["mb_per_token"] < rows["plain"]["mb_per_token"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--preset", "huge"], "unknown preset"),
+        (["--decode", "--dtypes", "fp8"], "unknown --dtypes 'fp8'"),
         (["--steps", "0"], "must be at least 1"),
         (["--variants", "turbo"], "unknown variant 'turbo'"),
     ],

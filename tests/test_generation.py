@@ -435,6 +435,13 @@ def test_command_is_reproducible_with_a_seed_and_the_same_without_the_cache(chec
     assert generate(capsys, *args[:-4], "--seed", "4")[1] != first
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_dtype_decodes_the_same_greedy_text(checkpoint, capsys, dtype):
+    args = ["--checkpoint", str(checkpoint), "--prompt", "the ", "--max-new-tokens", "20",
+            "--greedy"]
+    assert generate(capsys, *args, "--dtype", dtype)[1] == generate(capsys, *args)[1]
+
+
 def test_temperature_zero_means_greedy(checkpoint, capsys):
     args = ["--checkpoint", str(checkpoint), "--prompt", "the ", "--max-new-tokens", "20"]
     assert generate(capsys, *args, "--temperature", "0")[1] == generate(capsys, *args, "--greedy")[1]
@@ -574,6 +581,7 @@ def test_help_explains_every_option(capsys):
         "--num-samples",
         "--stream",
         "--no-cache",
+        "--dtype",
         "--device",
     ):
         assert option in text

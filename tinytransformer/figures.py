@@ -23,6 +23,7 @@ from torch import nn
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
 from tinytransformer.block import Block, stack_gradient_norms
 from tinytransformer.data import TokenData, book_chapters, load_token_data
+from tinytransformer.decoding import bytes_per_token
 from tinytransformer.files import atomic_write_bytes
 from tinytransformer.generation import top_k_filter, top_p_filter
 from tinytransformer.lora import apply_lora
@@ -596,4 +597,46 @@ def draw_lora_parameters() -> Figure:
     ax.set_ylabel("trainable parameters")
     ax.set_title("GPT-2 small: what fine-tuning trains")
     ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+DECODING_RUN: dict[str, Any] = {  # chapter 12's table, from `tinytransformer bench --decode`
+    "run": "GPT-2 small, 50 greedy tokens, 2 threads, shared 2-core VM, 2026-11-29",
+    "bandwidth_gb_s": 9.9,  # measured in the same run
+    "quiet_bandwidth_gb_s": 34.0,  # the same machine alone (issue 20)
+    "peak_gflops": 332.3,  # cpu_peak_flops(): 16 lanes × 2 FMA × 2 × 2596 MHz × 2 cores
+    "decoders": [  # (who, weights, tokens per second)
+        ("Hugging Face generate", "float32", 18.4),
+        ("ours, plain", "float32", 20.6),
+        ("ours, decoding_model", "float32", 26.4),
+        ("ours, decoding_model", "bfloat16", 32.9),
+        ("ours, decoding_model", "int8", 64.1),
+    ],
+}
+
+
+@figure("decoding-roofline")
+def draw_decoding_roofline() -> Figure:
+    """Chapter 12: decoding GPT-2 small under the memory roof, per weight precision."""
+    config = gpt2_config("small")
+    weights = bytes_per_token(config, "int8")  # one byte each: the number of weights
+    bandwidth, peak = DECODING_RUN["bandwidth_gb_s"], DECODING_RUN["peak_gflops"]
+    fig = Figure(figsize=(6.5, 4.4), layout="constrained")
+    ax = fig.subplots()
+    intensity = [2.0**e for e in range(-3, 11)]  # FLOPs per byte of weights read
+    quiet = DECODING_RUN["quiet_bandwidth_gb_s"]
+    for roof, style, when in ((bandwidth, "-", "this run"), (quiet, ":", "machine alone")):
+        ax.loglog(intensity, [min(peak, roof * i) for i in intensity], "k" + style,
+                  label=f"roof, {when}: {roof:.1f} GB/s × intensity, ≤ {peak:.0f} GFLOP/s")
+    for (who, dtype, tokens_per_s), marker in zip(DECODING_RUN["decoders"], "sDo^v"):
+        per_token = bytes_per_token(config, dtype)
+        achieved = tokens_per_s * 2 * weights / 1e9  # 2 FLOPs per weight: GFLOP/s
+        share = tokens_per_s / (quiet * 1e9 / per_token)  # of the quiet roof's tokens/s
+        label = f"{who}, {dtype}: {tokens_per_s:.1f} tokens/s, {share:.0%} of quiet roof"
+        ax.loglog([2 * weights / per_token], [achieved], marker=marker, linestyle="none",
+                  label=label)
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte of weights)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(DECODING_RUN["run"], fontsize=8)
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
     return fig

@@ -118,6 +118,10 @@ def run_generate(args: argparse.Namespace) -> int:
         from tinytransformer.checkpoint import load_model
 
         model, tokenizer = load_model(args.checkpoint, device)
+    if args.dtype is not None:  # chapter 12: weights stored for decoding
+        from tinytransformer.decoding import decoding_model
+
+        model = decoding_model(model, args.dtype)
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
     generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
@@ -207,6 +211,13 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
         "--no-cache",
         action="store_true",
         help="recompute the whole context for every token instead of using the KV cache (slower)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        help="store the linear weights for decoding (chapter 12): float32 (same "
+        "numbers, faster layout), bfloat16 or int8 (fewer bytes, slightly different "
+        "numbers); default: as trained",
     )
     parser.add_argument(
         "--device",
