@@ -45,7 +45,7 @@ class GPTConfig:
         norm: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama; chapter 11c).
         position: ``"learned"`` position embeddings (GPT-2) or ``"rope"``, rotary
             embeddings (Llama; chapter 11c).
-        mlp: ``"gelu"`` feed-forward networks (GPT-2) or ``"swiglu"`` (Llama; 11c).
+        mlp: ``"gelu"`` feed-forward (GPT-2) or ``"swiglu"`` (Llama; chapter 11c).
         n_kv_heads: Key-value heads per block; fewer than ``n_heads`` is
             grouped-query attention (chapter 11c); 0 (or ``None``) means ``n_heads``.
         rope_theta: Base of the rotary embeddings' wavelengths (``position="rope"``).
