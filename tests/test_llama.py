@@ -348,3 +348,23 @@ def test_unknown_or_unfitting_options_are_refused(field, value, message):
 def test_rotary_embeddings_need_an_even_head_width():
     with pytest.raises(ValueError, match=r"d_head \(3\) must be even"):
         GPTConfig(d_model=12, n_heads=4, position="rope")
+
+
+def test_a_sentencepiece_style_tokenizer_decodes_pieces_with_their_spaces(tmp_path):
+    from tinytransformer.pretrained import PretrainedTokenizer
+
+    vocabulary = {"<unk>": 0, "▁the": 1, "▁cat": 2, "▁sat": 3, "▁a": 4}
+    tokenizer = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel(vocabulary, unk_token="<unk>")
+    )
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+    tokenizer.decoder = tokenizers.decoders.Metaspace()
+    assert tokenizer.decode([1, 2]) == "the cat"  # the first word's space is dropped
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    ours = PretrainedTokenizer(tmp_path / "tokenizer.json", eot_id=None)
+    ids = ours.encode("the cat sat")
+    assert ids == [1, 2, 3]
+    assert "the" + ours.decode(ids[1:]) == "the cat sat"  # a continuation keeps it
+    assert (
+        "".join(ours.decode([i]) for i in ids) == " the cat sat"
+    )  # streamed one by one

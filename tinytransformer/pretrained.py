@@ -250,7 +250,9 @@ class PretrainedTokenizer:
     """A checkpoint's ``tokenizer.json``, read with the ``tokenizers`` library.
 
     Encoding adds the special tokens the file asks for (Llama's ``<s>`` at the
-    start); decoding leaves special tokens out.
+    start). Decoding reads the ids as the continuation of a text, as generation needs:
+    sentencepiece-style decoders drop the space before a text's first word, so the ids
+    are decoded after an anchor token whose text is then cut off.
 
     Args:
         path: The ``tokenizer.json`` file.
@@ -270,24 +272,25 @@ class PretrainedTokenizer:
             ) from error
         try:
             self.tokenizer_file = TokenizerFile.from_file(str(path))
-        except (
-            Exception
-        ) as error:  # the Rust library raises a plain Exception for a bad file
-            raise ValueError(
-                f"{path} is not a readable tokenizer.json: {error}"
-            ) from error
+        except Exception as error:  # the Rust library's error for a bad file
+            message = f"{path} is not a readable tokenizer.json: {error}"
+            raise ValueError(message) from error
         self.path = path
         self.name = f"tokenizer.json ({path.parent.name})"
         self.vocab_size = self.tokenizer_file.get_vocab_size()
         self.eot_id = eot_id
+        anchor = self.tokenizer_file.encode("a", add_special_tokens=False).ids
+        self.anchor_ids = anchor[-1:]  # a plain token, decoded before the ids
+        self.anchor_text = self.tokenizer_file.decode(self.anchor_ids)
 
     def encode(self, text: str) -> list[int]:
         """The token ids of ``text``, with the tokenizer's special tokens."""
         return self.tokenizer_file.encode(text).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of ``ids``, without special tokens."""
-        return self.tokenizer_file.decode(list(ids))
+        """The text of ``ids`` as a continuation: a word keeps its leading space."""
+        text = self.tokenizer_file.decode(self.anchor_ids + list(ids))
+        return text.removeprefix(self.anchor_text)
 
     def to_dict(self) -> dict:
         """Where the tokenizer comes from: its file (not for tokenizer_from_dict)."""
