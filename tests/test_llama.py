@@ -3,6 +3,7 @@
 Every model here is a small, randomly initialised LlamaForCausalLM: no downloads.
 """
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -368,3 +369,14 @@ def test_a_sentencepiece_style_tokenizer_decodes_pieces_with_their_spaces(tmp_pa
     assert (
         "".join(ours.decode([i]) for i in ids) == " the cat sat"
     )  # streamed one by one
+
+
+def test_the_browser_export_refuses_a_llama_form_model(tmp_path):
+    from tinytransformer.export import export_model
+    from tinytransformer.tokenizer import CharTokenizer
+
+    config = GPTConfig(vocab_size=2, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)
+    model = GPT(dataclasses.replace(config, position="rope"))
+    with pytest.raises(ValueError, match="'position': 'rope'"):
+        export_model(model, CharTokenizer("ab"), tmp_path / "web")
+    assert not (tmp_path / "web").exists()
