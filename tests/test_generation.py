@@ -561,7 +561,7 @@ def test_a_model_is_required(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--prompt", "a"])
     assert exit_info.value.code == 2
-    assert "one of the arguments --checkpoint --gpt2 is required" in capsys.readouterr().err
+    assert "one of the arguments --checkpoint --gpt2 --hf is required" in capsys.readouterr().err
 
 
 def test_help_explains_every_option(capsys):

@@ -75,22 +75,44 @@ class MultiHeadAttention(nn.Module):
         fast_attention: Compute attention with PyTorch's fused
             ``torch.nn.functional.scaled_dot_product_attention`` when the weights are not requested
             (chapter 12); the result is the same.
+        n_kv_heads: Heads of keys and values; fewer than ``n_heads`` is
+            grouped-query attention (chapter 11c). ``None`` means ``n_heads``.
+        rope_theta: With a value, rotate queries and keys by their positions, with
+            this base (rotary embeddings, chapter 11c); ``None`` (GPT-2) leaves them.
 
     Raises:
-        ValueError: If ``n_heads`` does not divide ``d_model``.
+        ValueError: If ``n_heads`` does not divide ``d_model``, or ``n_kv_heads``
+            does not divide ``n_heads``.
     """
 
     def __init__(
-        self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fast_attention: bool = False
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        fast_attention: bool = False,
+        n_kv_heads: int | None = None,
+        rope_theta: float | None = None,
     ):
         super().__init__()
         if n_heads < 1 or d_model % n_heads != 0:
             raise ValueError(f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})")
         self.d_model = d_model
         self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads or n_heads  # fewer: grouped-query (chapter 11c)
+        if self.n_kv_heads < 1 or n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must be positive "
+                             f"and divide n_heads ({n_heads})")
         self.d_head = d_model // n_heads
         self.fast_attention = fast_attention
-        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)  # W_Q, W_K, W_V side by side
+        qkv_width = (n_heads + 2 * self.n_kv_heads) * self.d_head  # 3 * d_model or less
+        self.qkv_proj = nn.Linear(d_model, qkv_width, bias=bias)  # W_Q, W_K, W_V
+        self.rotary: nn.Module | None = None
+        if rope_theta is not None:  # rotary position embeddings (chapter 11c)
+            from tinytransformer.llama import RotaryEmbedding
+
+            self.rotary = RotaryEmbedding(self.d_head, rope_theta)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -130,10 +152,19 @@ class MultiHeadAttention(nn.Module):
                 f"{x.dtype} and shape {tuple(x.shape)}"
             )
         batch_size, seq_len, _ = x.shape
-        qkv = self.qkv_proj(x).view(batch_size, seq_len, 3, self.n_heads, self.d_head)  # (B, T, 3, H, d_head)
-        q, k, v = qkv.transpose(1, 3).unbind(dim=2)  # (B, H, 3, T, d_head) -> 3 × (B, H, T, d_head)
+        n_qkv_heads = self.n_heads + 2 * self.n_kv_heads  # 3H unless grouped (11c)
+        qkv = self.qkv_proj(x).view(batch_size, seq_len, n_qkv_heads, self.d_head)
+        sizes = [self.n_heads, self.n_kv_heads, self.n_kv_heads]  # H, H_kv, H_kv
+        q, k, v = qkv.transpose(1, 2).split(sizes, dim=1)  # 3 × (B, H, T, d_head)
+        if self.rotary is not None:  # chapter 11c: turn queries and keys by position
+            start = 0 if kv_cache is None else kv_cache.seq_len  # positions cached
+            positions = torch.arange(start, start + seq_len, device=x.device)  # (T,)
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
         if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
             k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
+        if self.n_kv_heads < self.n_heads:  # chapter 11c: a key-value head per group
+            group = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         attn_weights: Tensor | None = None  # the fused kernel never forms them
         if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel
             if is_causal and k.shape[-2] == seq_len:  # no mask tensor: keeps FlashAttention available on CUDA

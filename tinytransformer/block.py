@@ -9,6 +9,25 @@ from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask
 from tinytransformer.feedforward import FeedForward
 
 
+def norm_layer(kind: str, d_model: int, eps: float, bias: bool) -> nn.Module:
+    """A LayerNorm over ``d_model`` features; for ``kind="rmsnorm"``, an RMSNorm.
+
+    Args:
+        kind: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama, chapter 11c).
+        d_model: Number of features normalised.
+        eps: Added to the variance (or mean square) before the square root.
+        bias: Whether a LayerNorm has a bias (an RMSNorm never has).
+
+    Returns:
+        The normalisation module.
+    """
+    if kind == "rmsnorm":  # chapter 11c, on first use
+        from tinytransformer.llama import RMSNorm
+
+        return RMSNorm(d_model, eps)
+    return nn.LayerNorm(d_model, eps=eps, bias=bias)
+
+
 class Block(nn.Module):
     """One transformer block: multi-head self-attention, then a feed-forward network.
 
@@ -23,6 +42,11 @@ class Block(nn.Module):
         layer_norm_eps: Epsilon of the LayerNorms.
         fast_attention: Let attention use PyTorch's fused kernel (chapter 12); same result.
         gelu_approximate: The feed-forward network's GELU: ``"tanh"`` (GPT-2) or ``"none"`` (exact).
+        norm: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (chapter 11c).
+        mlp: ``"gelu"``, chapter 3's network, or ``"swiglu"`` (chapter 11c).
+        n_kv_heads: Key-value heads (grouped-query attention, chapter 11c);
+            ``None`` means ``n_heads``.
+        rope_theta: Base of rotary position embeddings (chapter 11c); ``None``: none.
     """
 
     def __init__(
@@ -36,13 +60,23 @@ class Block(nn.Module):
         layer_norm_eps: float = 1e-5,
         fast_attention: bool = False,
         gelu_approximate: str = "tanh",
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        n_kv_heads: int | None = None,
+        rope_theta: float | None = None,
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, fast_attention)
-        self.mlp_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.mlp = FeedForward(d_model, d_ff, dropout, bias, gelu_approximate)
+        self.attn_norm = norm_layer(norm, d_model, layer_norm_eps, bias)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, fast_attention,
+                                       n_kv_heads, rope_theta)
+        self.mlp_norm = norm_layer(norm, d_model, layer_norm_eps, bias)
+        self.mlp: nn.Module = FeedForward(d_model, d_ff, dropout, bias,
+                                          gelu_approximate)
+        if mlp == "swiglu":  # chapter 11c, on first use
+            from tinytransformer.llama import SwiGLU
+
+            self.mlp = SwiGLU(d_model, d_ff, dropout, bias)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, kv_cache: KVCache | None = None, is_causal: bool = False

@@ -144,7 +144,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_pretrained(source: str | Path) -> tuple[GPT, Tokenizer]:
+def load_base_model(source: str | Path) -> tuple[GPT, Tokenizer]:
     """Pretrained weights and their tokenizer: what ``train --init`` and adapters start from.
 
     Args:
@@ -221,7 +221,7 @@ def load_adapted_model(
         )
     source = reference["base"] if base is None else base
     try:
-        model, _ = load_pretrained(source)
+        model, _ = load_base_model(source)
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(
             f"{path} holds LoRA adapters of the base {source}, which does not load: "

@@ -14,13 +14,18 @@ class Embeddings(nn.Module):
         max_seq_len: Number of positions with an embedding; longer inputs are refused.
         d_model: Width of each embedding vector.
         dropout: Dropout probability applied to the sum.
+        learned_positions: Add the learned position embedding (GPT-2). ``False``
+            embeds the tokens alone, for rotary positions in attention (chapter 11c).
     """
 
-    def __init__(self, vocab_size: int, max_seq_len: int, d_model: int, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, max_seq_len: int, d_model: int,
+                 dropout: float = 0.0, learned_positions: bool = True):
         super().__init__()
         self.max_seq_len = max_seq_len
         self.token_embedding = nn.Embedding(vocab_size, d_model)  # (V, d_model)
-        self.position_embedding = nn.Embedding(max_seq_len, d_model)  # (max_seq_len, d_model)
+        self.position_embedding: nn.Embedding | None = None  # rotary: none (11c)
+        if learned_positions:  # (max_seq_len, d_model)
+            self.position_embedding = nn.Embedding(max_seq_len, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, token_ids: Tensor, start_pos: int = 0) -> Tensor:
@@ -49,6 +54,9 @@ class Embeddings(nn.Module):
                 f"sequence of {start_pos + seq_len} positions is longer than max_seq_len "
                 f"({self.max_seq_len}); crop the input to its last {self.max_seq_len} tokens"
             )
-        positions = torch.arange(start_pos, start_pos + seq_len, device=token_ids.device)  # (T,)
-        x = self.token_embedding(token_ids) + self.position_embedding(positions)  # (B, T, d_model)
+        x = self.token_embedding(token_ids)  # (B, T, d_model)
+        if self.position_embedding is not None:  # None with rotary positions (11c)
+            end_pos = start_pos + seq_len
+            positions = torch.arange(start_pos, end_pos, device=token_ids.device)
+            x = x + self.position_embedding(positions)  # (B, T, d_model)
         return self.dropout(x)

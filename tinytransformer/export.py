@@ -46,6 +46,13 @@ def export_model(model: GPT, tokenizer: Tokenizer, out_dir: Path, dtype: str = "
                          "export a model trained with --tokenizer char (e.g. --preset shakespeare-char)")
     if not model.config.pre_norm:
         raise ValueError("the browser runs Pre-LN blocks (GPT-2's), and this model is Post-LN (pre_norm false)")
+    gpt2_options = {"norm": "layernorm", "position": "learned", "mlp": "gelu",
+                    "n_kv_heads": model.config.n_heads}  # chapter 11c's options
+    other = {name: getattr(model.config, name) for name, value in gpt2_options.items()
+             if getattr(model.config, name) != value}
+    if other:
+        raise ValueError(f"the browser runs GPT-2's architecture, and this model has "
+                         f"{other}; export a model without chapter 11c's options")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     tensors, arrays, offset = [], [], 0

@@ -300,7 +300,8 @@ def draw_attention_heads() -> Figure:
 def draw_position_similarity() -> Figure:
     """Chapter 2: cosine similarity between the learned position embeddings of the trained model."""
     model, _, _ = trained_model()
-    positions = torch.nn.functional.normalize(model.embeddings.position_embedding.weight.detach(), dim=-1)
+    table = typing.cast(torch.nn.Embedding, model.embeddings.position_embedding)
+    positions = torch.nn.functional.normalize(table.weight.detach(), dim=-1)
     fig = Figure(figsize=(4.2, 3.6), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow((positions @ positions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)  # (T, T)
@@ -596,6 +597,30 @@ def draw_lora_parameters() -> Figure:
     ax.set_xlabel("rank r")
     ax.set_ylabel("trainable parameters")
     ax.set_title("GPT-2 small: what fine-tuning trains")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+@figure("rope-offset")
+def draw_rope_offset() -> Figure:
+    """Chapter 11c: a rotary score against the offset, at four absolute positions."""
+    from tinytransformer.llama import RotaryEmbedding
+
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 16, generator=generator)
+    k = torch.randn(1, 16, generator=generator)
+    rotary = RotaryEmbedding(d_head=16)
+    offsets = torch.arange(65)
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    for start, style in zip((64, 200, 1000, 5000), ("-", "--", ":", "-.")):
+        queries = rotary(q.expand(len(offsets), 16), start + offsets)  # start + offset
+        key = rotary(k, torch.tensor([start]))  # at start
+        scores = (queries @ key.T)[:, 0].numpy()
+        ax.plot(offsets.numpy(), scores, style, label=f"key at position {start}")
+    ax.set_xlabel("offset m − n (query position minus key position)")
+    ax.set_ylabel("score q·k")
+    ax.set_title("rotary embeddings: the score depends only on the offset")
     ax.legend(frameon=False, fontsize=8)
     return fig
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinytransformer.attention import KVCache, causal_mask
-from tinytransformer.block import Block
+from tinytransformer.block import Block, norm_layer
 from tinytransformer.embeddings import Embeddings
 
 if TYPE_CHECKING:  # for the type hints only: chapter 10's module imports this one
@@ -31,7 +31,8 @@ class GPTConfig:
         d_model: Width of the residual stream.
         n_layers: Number of blocks.
         n_heads: Attention heads per block; must divide ``d_model``.
-        d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 * d_model``.
+        d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 * d_model``
+            (``8 * d_model // 3`` with ``mlp="swiglu"``, chapter 11c).
         dropout: Dropout probability (embeddings, attention output, feed-forward output).
         bias: Whether linear layers and LayerNorms have biases (GPT-2: yes).
         tie_weights: Share the token embedding matrix with the output projection (GPT-2: yes).
@@ -43,12 +44,20 @@ class GPTConfig:
             (nanoGPT's; faster on a CPU, chapter 12).
         weight_init: ``"gpt2"`` for GPT-2's initialisation, ``"xavier"`` for the Xavier
             initialisation the original transformer used (see ``GPT.init_weights``).
+        norm: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama; chapter 11c).
+        position: ``"learned"`` position embeddings (GPT-2) or ``"rope"``, rotary
+            embeddings (Llama; chapter 11c).
+        mlp: ``"gelu"`` feed-forward (GPT-2) or ``"swiglu"`` (Llama; chapter 11c).
+        n_kv_heads: Key-value heads per block; fewer than ``n_heads`` is
+            grouped-query attention (chapter 11c); 0 (or ``None``) means ``n_heads``.
+        rope_theta: Base of the rotary embeddings' wavelengths (``position="rope"``).
 
     Raises:
         ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``,
             ``dropout`` is outside ``[0, 1)``, ``gelu_approximate`` is neither
-            ``"tanh"`` nor ``"none"``, or ``weight_init`` is neither ``"gpt2"`` nor
-            ``"xavier"``.
+            ``"tanh"`` nor ``"none"``, ``weight_init`` is neither ``"gpt2"`` nor
+            ``"xavier"``, or an option of chapter 11c is unknown or does not fit
+            (``n_kv_heads`` must divide ``n_heads``; rotary embeddings need an even ``d_head``).
     """
 
     vocab_size: int = 50257
@@ -65,11 +74,20 @@ class GPTConfig:
     fast_attention: bool = False
     gelu_approximate: str = "tanh"
     weight_init: str = "gpt2"
+    norm: str = "layernorm"
+    position: str = "learned"
+    mlp: str = "gelu"
+    n_kv_heads: int = 0
+    rope_theta: float = 10_000.0
 
     def __post_init__(self):
-        if not self.d_ff:
-            self.d_ff = 4 * self.d_model
-        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff"):
+        if not self.d_ff:  # the ⅔ rule of chapter 11c keeps a SwiGLU network's size
+            swiglu = self.mlp == "swiglu"
+            self.d_ff = 8 * self.d_model // 3 if swiglu else 4 * self.d_model
+        if not self.n_kv_heads:
+            self.n_kv_heads = self.n_heads
+        sizes = ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff")
+        for name in (*sizes, "n_kv_heads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -88,6 +106,24 @@ class GPTConfig:
         if self.weight_init not in ("gpt2", "xavier"):
             raise ValueError(
                 f"weight_init must be 'gpt2' or 'xavier', got {self.weight_init!r}")
+        self._check_llama_options()
+
+    def _check_llama_options(self) -> None:
+        """Refuse an unknown or unfitting value of chapter 11c's options."""
+        options = {"norm": ("layernorm", "rmsnorm"), "position": ("learned", "rope"),
+                   "mlp": ("gelu", "swiglu")}
+        for name, choices in options.items():
+            if getattr(self, name) not in choices:
+                allowed = ", ".join(map(repr, choices))
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide "
+                             f"n_heads ({self.n_heads})")
+        if self.position == "rope" and self.d_head % 2:
+            raise ValueError(f"rotary embeddings turn pairs of features: d_head "
+                             f"({self.d_head}) must be even")
+        if not 1.0 < self.rope_theta < float("inf"):
+            raise ValueError(f"rope_theta must be above 1, got {self.rope_theta!r}")
 
     @property
     def d_head(self) -> int:
@@ -107,14 +143,22 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config.vocab_size, config.max_seq_len, config.d_model, config.dropout)
+        rotary = config.position == "rope"  # chapter 11c: positions enter in attention
+        self.embeddings = Embeddings(config.vocab_size, config.max_seq_len,
+                                     config.d_model, config.dropout,
+                                     learned_positions=not rotary)
         self.blocks = nn.ModuleList(
             Block(d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout,
                   bias=config.bias, pre_norm=config.pre_norm, layer_norm_eps=config.layer_norm_eps,
-                  fast_attention=config.fast_attention, gelu_approximate=config.gelu_approximate)
+                  fast_attention=config.fast_attention,
+                  gelu_approximate=config.gelu_approximate,
+                  norm=config.norm, mlp=config.mlp,  # these three: chapter 11c
+                  n_kv_heads=config.n_kv_heads,
+                  rope_theta=config.rope_theta if rotary else None)
             for _ in range(config.n_layers)
         )
-        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
+        self.final_norm = norm_layer(config.norm, config.d_model, config.layer_norm_eps,
+                                     config.bias)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.embeddings.token_embedding.weight
@@ -238,11 +282,16 @@ def count_parameters(config: GPTConfig) -> int:
         The number of parameters, equal to ``GPT(config).num_parameters()``.
     """
     d, d_ff, bias = config.d_model, config.d_ff, int(config.bias)
-    embeddings = (config.vocab_size + config.max_seq_len) * d
-    attention = 4 * d * d + 4 * d * bias
-    feed_forward = 2 * d * d_ff + (d_ff + d) * bias
-    layer_norms = 2 * d * (1 + bias)
-    final_norm = d * (1 + bias)
+    # Chapter 11c's options: fewer key-value heads, rotary positions, SwiGLU, RMSNorm.
+    d_kv = config.n_kv_heads * config.d_head  # d unless grouped-query attention
+    positions = config.max_seq_len if config.position == "learned" else 0
+    embeddings = (config.vocab_size + positions) * d
+    attention = 2 * d * (d + d_kv) + 2 * (d + d_kv) * bias  # 4d² + 4d when d_kv = d
+    inputs = 2 if config.mlp == "swiglu" else 1  # SwiGLU has a gate beside fc_in
+    feed_forward = (inputs + 1) * d * d_ff + (inputs * d_ff + d) * bias
+    norm = d * (1 + bias) if config.norm == "layernorm" else d  # RMSNorm has no bias
+    layer_norms = 2 * norm
+    final_norm = norm
     lm_head = 0 if config.tie_weights else config.vocab_size * d
     return embeddings + config.n_layers * (attention + feed_forward + layer_norms) + final_norm + lm_head
 

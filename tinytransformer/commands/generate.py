@@ -114,6 +114,11 @@ def run_generate(args: argparse.Namespace) -> int:
         from tinytransformer.gpt2 import load_gpt2
 
         model, tokenizer = load_gpt2(args.gpt2).to(device), get_tokenizer("gpt2")
+    elif args.hf is not None:  # chapter 11c: GPT-2 or Llama, with its own tokenizer
+        from tinytransformer.pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(args.hf)
+        model = model.to(device)
     else:
         from tinytransformer.checkpoint import load_model
 
@@ -166,6 +171,12 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
         "--gpt2",
         metavar="NAME|PATH",
         help="GPT-2 by Hugging Face hub name (gpt2, gpt2-medium, ...) or local directory; uses the gpt2 tokenizer",
+    )
+    model.add_argument(
+        "--hf",
+        metavar="NAME|PATH",
+        help="a GPT-2 or Llama-family checkpoint by hub name or local directory, "
+        "with its own tokenizer.json (chapter 11c)",
     )
     parser.add_argument(
         "--prompt",

@@ -21,9 +21,9 @@ from filelock import FileLock, Timeout
 
 from tinytransformer.checkpoint import (
     config_from_checkpoint,
+    load_base_model,
     load_checkpoint,
     load_model,
-    load_pretrained,
     tokenizer_from_checkpoint,
     weights_sha256,
 )
@@ -412,7 +412,7 @@ def _resolve_init(
         _lora_target_names(args.lora_targets)
     preset = preset_named(args.preset)
     try:
-        model, tokenizer = load_pretrained(args.init)
+        model, tokenizer = load_base_model(args.init)
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"--init {error}") from None
     if args.tokenizer is not None and args.tokenizer != tokenizer.name:
