@@ -40,6 +40,7 @@ import io
 import os
 import platform
 import re
+import typing
 import warnings
 from functools import cache
 from pathlib import Path
@@ -118,8 +119,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"CI=true: nothing may be skipped, but this test was: {reason}"
-    if report.when == "call" and report.passed and isinstance(getattr(item, "runner", None), PrintingRunner):
-        check_output(item, report, item.runner)
+    runner = getattr(item, "runner", None)
+    if report.when == "call" and report.passed and isinstance(runner, PrintingRunner):
+        check_output(typing.cast(MarkdownInlinePythonItem, item), report, runner)
 
 
 # What the book's blocks print.
@@ -168,7 +170,7 @@ class PrintingRunner:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     block = book_block(item)
-    if block is not None:
+    if block is not None and isinstance(item, MarkdownInlinePythonItem):
         item.runner = PrintingRunner(item.runner, block)
     yield
 
@@ -204,7 +206,7 @@ def output_problem(shown: str, printed: str, varies: str) -> str | None:
     return message
 
 
-def check_output(item: pytest.Item, report: pytest.TestReport, runner: PrintingRunner) -> None:
+def check_output(item: MarkdownInlinePythonItem, report: pytest.TestReport, runner: PrintingRunner) -> None:
     """Compare what a block printed with its record (or keep it to record, under ``--refresh-outputs``)."""
     key, varies = block_key(runner.block.code), runner.block.varies
     report.user_properties.append(("block_output", (str(item.path), key, runner.printed, varies)))
@@ -223,7 +225,7 @@ _printed: dict[Path, dict[str, tuple[str, str]]] = {}
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
         if name == "block_output":
-            chapter, key, printed, varies = value
+            chapter, key, printed, varies = typing.cast(tuple[str, str, str, str], value)
             _printed.setdefault(Path(chapter), {})[key] = (printed, varies)
 
 
