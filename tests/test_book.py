@@ -15,6 +15,8 @@ import pytest
 from markdown_it import MarkdownIt
 from pytest_markdown_docs.plugin import FenceSyntax, extract_fence_tests, parse_superfences_block_info
 
+from tinytransformer.block_outputs import unfold_solutions
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.md"))
 NUMBERED_CHAPTERS = [path for path in CHAPTERS if re.match(r"\d\d-", path.name)]
@@ -227,3 +229,20 @@ def test_a_failing_solution_fails_pytest(pytester: pytest.Pytester):
                                           "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*assert 1 + 1 == 3*", "FAILED chapter.md::*[[]line:9[]]*"])
+
+
+WIDTH = 88  # the book's line length, as ruff's line-length in pyproject.toml
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_code_fits_the_column(chapter: Path):
+    """Every line of every code block is at most 88 characters: no block scrolls sideways on the page."""
+    tokens = MarkdownIt("commonmark").parse(unfold_solutions(chapter.read_text(encoding="utf-8")))
+    wide = [
+        f"line {token.map[0] + 2 + n}: {len(line)} characters"
+        for token in tokens
+        if token.type == "fence" and token.map
+        for n, line in enumerate(token.content.splitlines())
+        if len(line) > WIDTH
+    ]
+    assert not wide, f"{chapter.name}: code wider than {WIDTH} characters at " + ", ".join(wide)

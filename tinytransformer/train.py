@@ -559,8 +559,8 @@ PRESETS = {
     "speedrun": Preset(  # the same model, trained differently (chapter 12)
         tokenizer="char",
         model=NANOGPT_CHAR_MODEL,
-        train=dict(batch_size=16, max_steps=1750, learning_rate=6e-3, min_learning_rate=6e-4, warmup_steps=100,
-                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=1750, eval_batches=20),
+        train=dict(batch_size=16, max_steps=1000, learning_rate=6e-3, min_learning_rate=6e-4, warmup_steps=100,
+                   weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=1000, eval_batches=20),
     ),
 }
 """The named presets of `tinytransformer train --preset`: ``default``, ``seed``, ``shakespeare-char``, ``speedrun``."""
