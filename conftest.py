@@ -25,10 +25,11 @@ body of every such block back to the margin — line for line, so error line num
 the chapter — which makes their fences ordinary top-level fences, collected and run like any other
 untitled block. Fences inside any other admonition stay hidden, and ``tests/test_book.py`` fails on them.
 
-**What a block prints is shown under it on the site, and checked here.** pytest captures each block's
-standard output; the record of it in ``book/outputs/<chapter>.json`` must match, or the block fails as
-stale (``tinytransformer/block_outputs.py``, appendix "How the book becomes a package").
-``pytest book --refresh-outputs`` records them all again.
+**What a block prints is shown under it on the site, and checked here.** Each block's standard output
+is kept and compared with its record in ``book/outputs/<chapter>.json``: a block that prints without a
+record (its code changed) or prints nothing under a shown output fails; any other difference is a
+warning (``tinytransformer/block_outputs.py``, appendix "How the book becomes a package").
+``pytest book --refresh-outputs`` records them all again, and the fingerprint of the book they came from.
 """
 
 import contextlib
@@ -53,12 +54,16 @@ from pytest_markdown_docs.plugin import MarkdownInlinePythonItem
 from tinytransformer.block_outputs import (
     PythonBlock,
     block_key,
+    book_fingerprint,
+    fingerprint_file,
     mask_numbers,
+    mask_temporary,
     python_blocks,
     read_outputs,
     unfold_solutions,
     write_outputs,
 )
+from tinytransformer.files import atomic_write_bytes
 from tinytransformer.tangle import TITLE
 from tinytransformer.tokenizer import load_encoding
 
@@ -178,11 +183,12 @@ def pytest_runtest_call(item: pytest.Item):
 def output_matches(shown: str, printed: str, varies: str) -> bool:
     """Whether the output ``shown`` under a block still says what it ``printed`` now.
 
-    Exactly the same, or for a block whose output varies (see ``VARIES``) the same with its numbers
-    masked, or for an ``unchecked`` one anything (but something where something is shown).
+    Exactly the same but for names of temporary folders, or for a block whose output varies
+    (see ``VARIES``) the same with its numbers masked, or for an ``unchecked`` one anything.
     """
+    shown, printed = mask_temporary(shown), mask_temporary(printed)
     if varies == "all":
-        return bool(shown) == bool(printed)
+        return True
     if varies == "numbers":
         return mask_numbers(shown) == mask_numbers(printed)
     return shown == printed
@@ -191,19 +197,21 @@ def output_matches(shown: str, printed: str, varies: str) -> bool:
 def output_problem(shown: str, printed: str, varies: str) -> str | None:
     """Why the output ``shown`` under a block is stale, given what it ``printed`` now; ``None`` if it is not.
 
-    Off CI a difference in numbers only is a warning: another CPU may round the last digit otherwise.
+    Stale: output shown for a block that prints nothing, or none for a block that prints (whose code
+    changed: the record's key is a hash of it). Any other difference is a warning: another CPU or
+    version of PyTorch may round a trained model's numbers otherwise, or sample another sentence.
     """
     if output_matches(shown, printed, varies):
         return None
-    numbers_only = bool(shown) and mask_numbers(printed) == mask_numbers(shown)
-    diff = "".join(difflib.unified_diff(shown.splitlines(keepends=True), printed.splitlines(keepends=True),
-                                        "shown on the page", "printed now"))
-    message = (f"the output shown under this block on the page is stale; record it again with `{REFRESH}`"
-               f"\n{diff or '(it printed nothing)'}")
-    if numbers_only and not IN_CI:
-        warnings.warn(f"numbers differ from the book's record (another machine?): {message}", stacklevel=1)
+    if bool(shown) == bool(printed):
+        diff = "".join(difflib.unified_diff(shown.splitlines(keepends=True), printed.splitlines(keepends=True),
+                                            "shown on the page", "printed now"))
+        warnings.warn(f"this block printed something else than its output on the page (another machine, or a "
+                      f"changed book?); `{REFRESH}` records it again:\n{diff}", stacklevel=1)
         return None
-    return message
+    if printed:
+        return f"the page shows no output under this block, but it prints; record it with `{REFRESH}`"
+    return f"the page shows output under this block, but it prints nothing; `{REFRESH}` removes it"
 
 
 def check_output(item: MarkdownInlinePythonItem, report: pytest.TestReport, runner: PrintingRunner) -> None:
@@ -262,6 +270,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     changed = [chapter for chapter in sorted(_printed) if write_outputs(chapter, refreshed_records(chapter))]
     session.config.stash[REFRESHED] = changed
+    if not _printed or session.testsfailed:
+        return
+    book = next(iter(_printed)).parent
+    with_blocks = {chapter for chapter in book.glob("*.md") if python_blocks(chapter.read_text(encoding="utf-8"))}
+    if with_blocks <= set(_printed):  # every chapter's blocks ran: the records are those of this book
+        atomic_write_bytes(fingerprint_file(book), (book_fingerprint(book) + "\n").encode("ascii"))
 
 
 REFRESHED = pytest.StashKey[list[Path]]()

@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from tinytransformer.attention import (
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 
 
 def random_qkv(*shape: int, dtype=torch.float32):

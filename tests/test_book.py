@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
-from pytest_markdown_docs.plugin import FenceSyntax, extract_fence_tests, parse_superfences_block_info
+from pytest_markdown_docs.plugin import (
+    FenceSyntax,
+    extract_fence_tests,
+    parse_superfences_block_info,
+)
 
 from tinytransformer.block_outputs import unfold_solutions
 

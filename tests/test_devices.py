@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from tinytransformer.attention import causal_mask, scaled_dot_product_attention
-from tinytransformer.devices import NonFiniteError, autocast, module_outputs, select_device, watch_for_non_finite
+from tinytransformer.devices import (
+    NonFiniteError,
+    autocast,
+    module_outputs,
+    select_device,
+    watch_for_non_finite,
+)
 from tinytransformer.model import GPT
 
 

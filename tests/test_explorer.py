@@ -17,7 +17,12 @@ from tinytransformer.attention import causal_mask
 from tinytransformer.checkpoint import load_model
 from tinytransformer.cli import main
 from tinytransformer.export import load_web_export
-from tinytransformer.generation import SamplingOptions, encode_prompt, top_k_filter, top_p_filter
+from tinytransformer.generation import (
+    SamplingOptions,
+    encode_prompt,
+    top_k_filter,
+    top_p_filter,
+)
 from tinytransformer.model import GPT
 
 from .test_export import write_checkpoint

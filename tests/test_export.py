@@ -15,7 +15,12 @@ from tinytransformer.cli import main
 from tinytransformer.data import TokenData
 from tinytransformer.export import export_model, load_web_export
 from tinytransformer.model import GPT, GPTConfig
-from tinytransformer.tokenizer import BPETokenizer, CharTokenizer, get_tokenizer, train_bpe
+from tinytransformer.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    get_tokenizer,
+    train_bpe,
+)
 from tinytransformer.train import NANOGPT_CHAR_MODEL, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,12 @@ import pytest
 
 from tinytransformer.cli import main
 from tinytransformer.data import load_token_data
-from tinytransformer.figures import FIGURES, frequency_loss, train_grid_point, write_figures
+from tinytransformer.figures import (
+    FIGURES,
+    frequency_loss,
+    train_grid_point,
+    write_figures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"

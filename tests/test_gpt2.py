@@ -19,7 +19,12 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 
 from tinytransformer.generation import SamplingOptions  # noqa: E402
-from tinytransformer.gpt2 import checkpoint_shapes, config_from_hf, gpt2_state_dict, load_gpt2  # noqa: E402
+from tinytransformer.gpt2 import (  # noqa: E402
+    checkpoint_shapes,
+    config_from_hf,
+    gpt2_state_dict,
+    load_gpt2,
+)
 from tinytransformer.model import GPT, count_parameters, gpt2_config  # noqa: E402
 
 SHAPES = {  # GPT2Config arguments: one head, several heads, d_ff != 4·d_model and another epsilon, untied

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from tinytransformer.lora import TARGETS, LoRALinear, apply_lora, load_lora, lora_state_dict, merge_lora
+from tinytransformer.lora import (
+    TARGETS,
+    LoRALinear,
+    apply_lora,
+    load_lora,
+    lora_state_dict,
+    merge_lora,
+)
 from tinytransformer.model import GPT, GPTConfig
 
 TINY = {"vocab_size": 23, "max_seq_len": 16, "d_model": 16, "n_layers": 2, "n_heads": 2}

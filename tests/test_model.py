@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from tinytransformer.generation import SamplingOptions
-from tinytransformer.model import GPT, GPTConfig, block_gradient_norms, count_parameters, gpt2_config
+from tinytransformer.model import (
+    GPT,
+    GPTConfig,
+    block_gradient_norms,
+    count_parameters,
+    gpt2_config,
+)
 
 GREEDY = SamplingOptions(greedy=True)
 

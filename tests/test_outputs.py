@@ -8,6 +8,8 @@ import pytest
 
 from tinytransformer.block_outputs import (
     block_key,
+    book_fingerprint,
+    fingerprint_file,
     mask_numbers,
     outputs_file,
     python_blocks,
@@ -115,8 +117,8 @@ def run_book(book: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_a_block_that_prints_without_a_record_fails_until_refreshed(book: pytest.Pytester):
     result = run_book(book)
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines(["*01-a.md, block at line 3: the output shown under this block*stale*",
-                                 "*+hello*"])
+    result.stdout.fnmatch_lines(["*01-a.md, block at line 3: the page shows no output under this block*",
+                                 "*--refresh-outputs*"])
 
     result = run_book(book, "--refresh-outputs")
     result.assert_outcomes(passed=3)
@@ -127,26 +129,35 @@ def test_a_block_that_prints_without_a_record_fails_until_refreshed(book: pytest
     run_book(book).assert_outcomes(passed=3)
 
 
-def test_an_edited_output_is_stale(book: pytest.Pytester, monkeypatch):
+def test_an_edited_block_is_stale_and_a_different_output_a_warning(book: pytest.Pytester, monkeypatch):
     run_book(book, "--refresh-outputs").assert_outcomes(passed=3)
     chapter = book.path / "book" / "01-a.md"
-    chapter.write_text(A_CHAPTER.replace('print("hello")', 'print("hello, 2")'), encoding="utf-8")
-    result = run_book(book)
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*+hello, 2*"])
+    assert (book.path / "book" / "outputs" / "book.sha256").read_text().strip() == book_fingerprint(chapter.parent)
 
-    # Numbers only: a warning on a reader's machine, a failure under CI=true.
-    chapter.write_text(A_CHAPTER.replace('print("hello")', 'print("hello 1")'), encoding="utf-8")
-    run_book(book, "--refresh-outputs").assert_outcomes(passed=3)
-    chapter.write_text(A_CHAPTER.replace('print("hello")', 'print("hello 1".replace("1", "2"))'),
-                       encoding="utf-8")
-    (book.path / "book" / "outputs" / "01-a.json").write_text(json.dumps(
-        {block_key('print("hello 1".replace("1", "2"))\n'): {"printed": "hello 1\n"},
-         block_key('print("solved")\n'): {"printed": "solved\n"}}), encoding="utf-8")
-    monkeypatch.delenv("CI", raising=False)
-    result = run_book(book)
-    result.assert_outcomes(passed=3, warnings=1)
-    monkeypatch.setenv("CI", "true")
-    result = run_book(book)
+    chapter.write_text(A_CHAPTER.replace('print("hello")', 'print("hello, 2")'), encoding="utf-8")
+    result = run_book(book)  # the code changed: no record for it
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*-hello 1*", "*+hello 2*"])
+    result.stdout.fnmatch_lines(["*the page shows no output under this block, but it prints*"])
+
+    chapter.write_text(A_CHAPTER.replace('print("hello")', "pass"), encoding="utf-8")
+    records = book.path / "book" / "outputs" / "01-a.json"
+    records.write_text(json.dumps({block_key("pass\n"): {"printed": "hello\n"},
+                                   block_key('print("solved")\n'): {"printed": "solved\n"}}), encoding="utf-8")
+    result = run_book(book)  # a record under a block that prints nothing
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*the page shows output under this block, but it prints nothing*"])
+
+    # The same code printing something else (another machine): a warning with the diff, even in CI.
+    records.write_text(json.dumps({block_key("pass\n"): {"printed": "hello\n"},
+                                   block_key('print("solved")\n'): {"printed": "solved 1\n"}}), encoding="utf-8")
+    for ci in ("", "true"):
+        monkeypatch.setenv("CI", ci)
+        result = run_book(book)
+        result.assert_outcomes(passed=2, failed=1, warnings=1)
+        result.stdout.fnmatch_lines(["*printed something else than its output on the page*", "*-solved 1*"])
+
+
+def test_the_outputs_were_recorded_from_this_book():
+    recorded = fingerprint_file(ROOT / "book").read_text(encoding="ascii").strip()
+    assert recorded == book_fingerprint(ROOT / "book"), (
+        "the book changed since its blocks' outputs were recorded: pytest book --refresh-outputs")

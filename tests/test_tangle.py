@@ -66,7 +66,7 @@ def test_hand_edited_package_file_fails(checkout: Path):
 
 
 def test_generated_file_with_no_blocks_left_is_stale(checkout: Path):
-    header = MARK + "; edit these chapters, not this file:\n#   book/99-gone.md\n"
+    header = MARK + "; edit these chapters instead:\n#   book/99-gone.md\n"
     (checkout / "tinytransformer" / "old.py").write_text(header + "X = 1\n")
     assert tangle(checkout, check=True) == ["tinytransformer/old.py: stale, no block in the book names it any more"]
     assert "removed tinytransformer/old.py" in tangle(checkout)[0]
@@ -86,7 +86,7 @@ def test_new_titled_block_creates_its_file(checkout: Path):
     chapter.write_text('# Extra\n\n```{.python title="tinytransformer/extra.py"}\nANSWER = 42\n```\n')
     assert tangle(checkout) == ["wrote tinytransformer/extra.py"]
     text = (checkout / "tinytransformer" / "extra.py").read_text()
-    assert text == MARK + "; edit these chapters, not this file:\n#   book/99-extra.md\nANSWER = 42\n"
+    assert text == MARK + "; edit these chapters instead:\n#   book/99-extra.md\nANSWER = 42\n"
 
 
 def test_cli_check_exit_codes(checkout: Path, capsys):
@@ -130,5 +130,5 @@ def test_new_script_block_creates_its_file_with_a_javascript_header(checkout: Pa
                        '```{.js title="book/javascripts/extra.js"}\nconst b = 2;\n```\n')
     assert tangle(checkout) == ["wrote book/javascripts/extra.js"]
     text = (checkout / "book" / "javascripts" / "extra.js").read_text()
-    assert text == ("// Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:\n"
+    assert text == ("// Generated from the book by `tinytransformer tangle`; edit these chapters instead:\n"
                     "//   book/99-extra.md\nconst a = 1;\n\nconst b = 2;\n")

@@ -1,8 +1,14 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/appendix-cli.md
-"""tinytransformer: the GPT-style decoder-only transformer built in *Transformer from Scratch*."""
+"""tinytransformer: the GPT-style decoder-only transformer built in *Transformer from
+Scratch*."""
 
-from tinytransformer.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from tinytransformer.attention import (
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 from tinytransformer.block import Block
 from tinytransformer.embeddings import Embeddings
 from tinytransformer.feedforward import FeedForward

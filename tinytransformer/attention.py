@@ -1,8 +1,9 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/01-attention.md
 #   book/04-multi-head-attention.md
 #   book/10-generation.md
-"""Attention: scaled dot-product attention (chapter 1) and multi-head attention (chapter 4)."""
+"""Attention: scaled dot-product attention (chapter 1) and multi-head attention (chapter
+4)."""
 
 import math
 
@@ -11,7 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Attend from each query to every key: ``softmax(q kᵀ / √d_k) v``.
 
     ```python
@@ -27,11 +30,13 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
         q: Queries, shape ``(..., T_q, d_k)``.
         k: Keys, shape ``(..., T_k, d_k)``.
         v: Values, shape ``(..., T_k, d_v)``.
-        mask: Optional boolean mask broadcastable to ``(..., T_q, T_k)``; ``True`` where a query may
+        mask: Optional boolean mask broadcastable to ``(..., T_q, T_k)``; ``True`` where
+            a query may
             attend to a key. Every query must be allowed at least one key.
 
     Returns:
-        ``(output, attn_weights)``: the output, shape ``(..., T_q, d_v)``, and the attention weights,
+        ``(output, attn_weights)``: the output, shape ``(..., T_q, d_v)``, and the
+        attention weights,
         shape ``(..., T_q, T_k)``, each row summing to one.
 
     Raises:
@@ -39,8 +44,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
     """
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(
-            f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit: q and k "
-            "need the same last dimension (d_k), k and v the same number of positions"
+            f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit:"
+            " q and k need the same last dimension (d_k), k and v the same number of"
+            " positions"
         )
     d_k = q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
@@ -58,14 +64,16 @@ def causal_mask(seq_len: int, device: torch.device | None = None) -> Tensor:
         device: Where to create the mask.
 
     Returns:
-        Boolean tensor of shape ``(T, T)``; entry ``[i, j]`` is ``True`` when position ``i`` may
+        Boolean tensor of shape ``(T, T)``; entry ``[i, j]`` is ``True`` when position
+        ``i`` may
         attend to position ``j``, that is when ``j <= i``.
     """
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention: project to Q, K, V, attend per head, merge, project out.
+    """Multi-head self-attention: project to Q, K, V, attend per head, merge, project
+    out.
 
     Args:
         d_model: Width of the input and output vectors.
@@ -73,7 +81,8 @@ class MultiHeadAttention(nn.Module):
         dropout: Dropout probability applied to the output.
         bias: Whether the projections have biases.
         fast_attention: Compute attention with PyTorch's fused
-            ``torch.nn.functional.scaled_dot_product_attention`` when the weights are not requested
+            ``torch.nn.functional.scaled_dot_product_attention`` when the weights are
+            not requested
             (chapter 12); the result is the same.
         n_kv_heads: Heads of keys and values; fewer than ``n_heads`` is
             grouped-query attention (chapter 11c). ``None`` means ``n_heads``.
@@ -97,13 +106,17 @@ class MultiHeadAttention(nn.Module):
     ):
         super().__init__()
         if n_heads < 1 or d_model % n_heads != 0:
-            raise ValueError(f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})")
+            raise ValueError(
+                f"n_heads ({n_heads}) must be positive and divide d_model ({d_model})"
+            )
         self.d_model = d_model
         self.n_heads = n_heads
         self.n_kv_heads = n_kv_heads or n_heads  # fewer: grouped-query (chapter 11c)
         if self.n_kv_heads < 1 or n_heads % self.n_kv_heads != 0:
-            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must be positive "
-                             f"and divide n_heads ({n_heads})")
+            raise ValueError(
+                f"n_kv_heads ({self.n_kv_heads}) must be positive "
+                f"and divide n_heads ({n_heads})"
+            )
         self.d_head = d_model // n_heads
         self.fast_attention = fast_attention
         qkv_width = (n_heads + 2 * self.n_kv_heads) * self.d_head  # 3 * d_model or less
@@ -128,28 +141,35 @@ class MultiHeadAttention(nn.Module):
 
         Args:
             x: Input of shape ``(B, T, d_model)``.
-            mask: Optional boolean mask broadcastable to ``(B, H, T, T_k)``, ``True`` where attending
-                is allowed (e.g. [`causal_mask`][tinytransformer.attention.causal_mask]).
-            kv_cache: Keys and values of earlier positions, used when generating (chapter 10). The
+            mask: Optional boolean mask broadcastable to ``(B, H, T, T_k)``, ``True``
+                where attending
+                is allowed (e.g.
+                [`causal_mask`][tinytransformer.attention.causal_mask]).
+            kv_cache: Keys and values of earlier positions, used when generating
+                (chapter 10). The
                 new keys and values are appended to it, and the queries attend to all
                 ``T_k = T_past + T`` of them. Without a cache, ``T_k = T``.
             need_weights: Return the attention weights. Without them, a model built with
                 ``fast_attention`` uses the fused kernel, which never forms the weights.
-            is_causal: A promise that ``mask`` is the plain causal triangle (``causal_mask(T)``, no
+            is_causal: A promise that ``mask`` is the plain causal triangle
+                (``causal_mask(T)``, no
                 cached positions before it). The fused kernel then masks by itself
-                (``is_causal=True``) instead of reading ``mask``; the result is the same.
+                (``is_causal=True``) instead of reading ``mask``; the result is the
+                same.
 
         Returns:
-            ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T, T_k)``;
+            ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T,
+            T_k)``;
             ``attn_weights`` is ``None`` when the fused kernel ran.
 
         Raises:
-            ValueError: If ``x`` is not a floating-point tensor of shape ``(B, T, d_model)``.
+            ValueError: If ``x`` is not a floating-point tensor of shape ``(B, T,
+                d_model)``.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model or not x.is_floating_point():
             raise ValueError(
-                f"x must be a floating-point tensor of shape (B, T, {self.d_model}); got dtype "
-                f"{x.dtype} and shape {tuple(x.shape)}"
+                f"x must be a floating-point tensor of shape (B, T, {self.d_model});"
+                f" got dtype {x.dtype} and shape {tuple(x.shape)}"
             )
         batch_size, seq_len, _ = x.shape
         n_qkv_heads = self.n_heads + 2 * self.n_kv_heads  # 3H unless grouped (11c)
@@ -160,35 +180,45 @@ class MultiHeadAttention(nn.Module):
             start = 0 if kv_cache is None else kv_cache.seq_len  # positions cached
             positions = torch.arange(start, start + seq_len, device=x.device)  # (T,)
             q, k = self.rotary(q, positions), self.rotary(k, positions)
-        if kv_cache is not None:  # chapter 10: put the cached keys and values of earlier positions first
+        # chapter 10: put the cached keys and values of earlier positions first
+        if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, H, T_k, d_head)
         if self.n_kv_heads < self.n_heads:  # chapter 11c: a key-value head per group
             group = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         attn_weights: Tensor | None = None  # the fused kernel never forms them
-        if self.fast_attention and not need_weights:  # chapter 12: the same result from a fused kernel
-            if is_causal and k.shape[-2] == seq_len:  # no mask tensor: keeps FlashAttention available on CUDA
+        # chapter 12: the same result from a fused kernel
+        if self.fast_attention and not need_weights:
+            # no mask tensor: keeps FlashAttention available on CUDA
+            if is_causal and k.shape[-2] == seq_len:
                 heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:
                 heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
-        merged = heads.transpose(1, 2).reshape(batch_size, seq_len, self.d_model)  # (B, T, d_model)
+            # (B, H, T, d_head)
+            heads, attn_weights = scaled_dot_product_attention(q, k, v, mask)
+        # (B, T, d_model)
+        merged = heads.transpose(1, 2).reshape(batch_size, seq_len, self.d_model)
         return self.dropout(self.out_proj(merged)), attn_weights
 
 
 class KVCache:
-    """The keys and values that one attention layer has computed so far, kept while generating.
+    """The keys and values that one attention layer has computed so far, kept while
+    generating.
 
-    [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache, writes the
-    keys and values of its new positions into it and attends over all of them, so earlier positions
-    are never computed twice. Room for ``max_seq_len`` positions is reserved at the first update.
+    [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache,
+    writes the
+    keys and values of its new positions into it and attends over all of them, so
+    earlier positions
+    are never computed twice. Room for ``max_seq_len`` positions is reserved at the
+    first update.
 
     Args:
         max_seq_len: Most positions the cache can hold: the model's ``max_seq_len``.
 
     Attributes:
-        k: Keys, shape ``(B, H, max_seq_len, d_head)``, of which the first ``seq_len`` positions are
+        k: Keys, shape ``(B, H, max_seq_len, d_head)``, of which the first ``seq_len``
+            positions are
             filled; ``None`` until the first update.
         v: Values, same shape as ``k``.
         seq_len: Number of positions filled.
@@ -208,10 +238,12 @@ class KVCache:
             v: Their values, same shape.
 
         Returns:
-            ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T, d_head)``: views
+            ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T,
+            d_head)``: views
             of the cache, not copies.
         """
-        if self.k is None or self.v is None:  # reserve every position once, instead of growing (copying) at each step
+        # reserve every position once, instead of growing (copying) at each step
+        if self.k is None or self.v is None:
             batch_size, n_heads, _, d_head = k.shape
             self.k = k.new_empty(batch_size, n_heads, self.max_seq_len, d_head)
             self.v = v.new_empty(batch_size, n_heads, self.max_seq_len, d_head)

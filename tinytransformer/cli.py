@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/appendix-cli.md
 """The ``tinytransformer`` command line."""
 
@@ -21,8 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="The GPT-style transformer of the book 'Transformer from Scratch'.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (add_tangle_command, add_train_command, add_generate_command, add_bench_command,
-                        add_figures_command, add_export_command, add_merge_command):
+    for add_command in (
+        add_tangle_command,
+        add_train_command,
+        add_generate_command,
+        add_bench_command,
+        add_figures_command,
+        add_export_command,
+        add_merge_command,
+    ):
         add_command(commands)
     return parser
 
@@ -34,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The exit status: 0 on success, 2 on bad input, 1 when a check fails, 130 when interrupted (Ctrl-C).
+        The exit status: 0 on success, 2 on bad input, 1 when a check fails, 130 when
+        interrupted (Ctrl-C).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"tinytransformer {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C where no command catches it (tokenizing, loading): no traceback
+    # Ctrl-C where no command catches it (tokenizing, loading): no traceback
+    except KeyboardInterrupt:
         print(f"tinytransformer {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/12-fast.md
 """Decoding near the memory-bandwidth limit: weights laid out, or narrowed, for one
 token at a time (chapter 12)."""
@@ -42,8 +42,9 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return data.numel() * 4 / statistics.median(seconds)
 
 
-def bytes_per_token(config: GPTConfig, dtype: str = "float32",
-                    context_len: int = 0) -> int:
+def bytes_per_token(
+    config: GPTConfig, dtype: str = "float32", context_len: int = 0
+) -> int:
     """Bytes one decoding step reads: linear weights, cached keys and values.
 
     Biases, LayerNorms and the embedding rows looked up are left out (under 0.2 % for
@@ -129,8 +130,10 @@ class DecodingLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"dtype={self.dtype}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"dtype={self.dtype}"
+        )
 
 
 def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
@@ -161,9 +164,14 @@ def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
     return fast
 
 
-def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
-                   dtypes: tuple[str, ...] = tuple(DECODING_DTYPES),
-                   prompt_len: int = 8, seed: int = 0) -> dict[str, dict]:
+def bench_decoding(
+    config: GPTConfig,
+    new_tokens: int = 200,
+    repeats: int = 3,
+    dtypes: tuple[str, ...] = tuple(DECODING_DTYPES),
+    prompt_len: int = 8,
+    seed: int = 0,
+) -> dict[str, dict]:
     """Greedy decoding speed of ours and of Hugging Face's ``generate``, same weights.
 
     The contestants take turns, a warm-up first, then ``repeats`` rounds; all run on the
@@ -196,15 +204,26 @@ def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
         model = GPT(config).eval()
     else:
         hf_config = GPT2Config(
-            vocab_size=config.vocab_size, n_positions=config.max_seq_len,
-            n_embd=config.d_model, n_layer=config.n_layers, n_head=config.n_heads,
-            n_inner=config.d_ff, activation_function="gelu_new", bos_token_id=eot_id,
-            eos_token_id=eot_id)
+            vocab_size=config.vocab_size,
+            n_positions=config.max_seq_len,
+            n_embd=config.d_model,
+            n_layer=config.n_layers,
+            n_head=config.n_heads,
+            n_inner=config.d_ff,
+            activation_function="gelu_new",
+            bos_token_id=eot_id,
+            eos_token_id=eot_id,
+        )
         reference = GPT2LMHeadModel(hf_config).eval()
         model = load_gpt2(reference)
         runs["hugging face"] = lambda n: reference.generate(  # exactly n: no early stop
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
-            min_new_tokens=n, do_sample=False, pad_token_id=eot_id)
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=eot_id,
+        )
     greedy = SamplingOptions(greedy=True)
     runs["plain"] = functools.partial(model.generate, prompt, options=greedy)
     for dtype in dtypes:
@@ -222,7 +241,9 @@ def bench_decoding(config: GPTConfig, new_tokens: int = 200, repeats: int = 3,
     results = {}
     for name, times in seconds.items():
         differs = (tokens[name] != expected).nonzero()
-        results[name] = {"tokens_per_s": new_tokens / statistics.median(times),
-                         "seconds": times,
-                         "agree": int(differs[0, 0]) if len(differs) else new_tokens}
+        results[name] = {
+            "tokens_per_s": new_tokens / statistics.median(times),
+            "seconds": times,
+            "agree": int(differs[0, 0]) if len(differs) else new_tokens,
+        }
     return results

@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/09-devices.md
 """Devices, mixed precision and NaN hunting (chapter 9)."""
 
@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MPS_WARNING = (
-    "training on MPS: PyTorch's Apple-GPU backend has had bugs that turn losses into NaN "
-    "(pytorch/pytorch#107294, #109457); if the loss becomes NaN, rerun with --debug to find the "
-    "module, and compare with --device cpu"
+    "training on MPS: PyTorch's Apple-GPU backend has had bugs that turn losses into"
+    " NaN (pytorch/pytorch#107294, #109457); if the loss becomes NaN, rerun with"
+    " --debug to find the module, and compare with --device cpu"
 )
 
 
@@ -20,7 +20,8 @@ def select_device(name: str = "auto") -> torch.device:
     """Resolve a device name to a ``torch.device`` that exists on this machine.
 
     Args:
-        name: ``"auto"`` (CUDA if available, else CPU; never MPS), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        name: ``"auto"`` (CUDA if available, else CPU; never MPS), ``"cpu"``, ``"cuda"``
+            or ``"mps"``.
 
     Returns:
         The device.
@@ -33,10 +34,16 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+        raise ValueError(
+            "device 'cuda' asked for, but PyTorch sees no CUDA GPU here; use"
+            " --device cpu"
+        )
     if name == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError("device 'mps' asked for, but MPS (Apple GPU) is not available here; use --device cpu")
+            raise ValueError(
+                "device 'mps' asked for, but MPS (Apple GPU) is not available here; use"
+                " --device cpu"
+            )
         warnings.warn(MPS_WARNING, stacklevel=2)
     return torch.device(name)
 
@@ -44,13 +51,17 @@ def select_device(name: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager:
+def autocast(
+    device: torch.device, dtype: str = "auto"
+) -> contextlib.AbstractContextManager:
     """The precision to run the forward pass and the loss in.
 
     Args:
         device: The device the model runs on.
-        dtype: ``"auto"`` (bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere),
-            ``"float32"`` (no autocast) or ``"bfloat16"`` (autocast on any device, the CPU included).
+        dtype: ``"auto"`` (bfloat16 autocast on CUDA GPUs that support it, float32
+            elsewhere),
+            ``"float32"`` (no autocast) or ``"bfloat16"`` (autocast on any device, the
+            CPU included).
 
     Returns:
         A context manager to wrap the forward pass and the loss in.
@@ -60,13 +71,19 @@ def autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractCo
     """
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
-    if dtype == "bfloat16" or dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if (
+        dtype == "bfloat16"
+        or dtype == "auto"
+        and device.type == "cuda"
+        and torch.cuda.is_bf16_supported()
+    ):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait until every queued operation on ``device`` has finished (GPUs run asynchronously)."""
+    """Wait until every queued operation on ``device`` has finished (GPUs run
+    asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -80,14 +97,19 @@ class NonFiniteError(RuntimeError):
 def _check_finite(tensor: Tensor, where: str) -> None:
     if not torch.isfinite(tensor).all():
         bad_rows = (
-            (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero().flatten().tolist() if tensor.ndim > 1 else []
+            (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            if tensor.ndim > 1
+            else []
         )
         kind = "NaN" if torch.isnan(tensor).any() else "infinity"
-        raise NonFiniteError(f"{kind} in {where}" + (f" (batch rows {bad_rows})" if bad_rows else ""))
+        raise NonFiniteError(
+            f"{kind} in {where}" + (f" (batch rows {bad_rows})" if bad_rows else "")
+        )
 
 
 def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Check every module's output (each tensor of a tuple or list) and every parameter's gradient for NaN or infinity.
+    """Check every module's output (each tensor of a tuple or list) and every
+    parameter's gradient for NaN or infinity.
 
     Args:
         model: The model to watch.
@@ -98,11 +120,18 @@ def watch_for_non_finite(model: nn.Module) -> list[torch.utils.hooks.RemovableHa
     handles = []
     for name, module in model.named_modules():
 
-        def check_output(module: nn.Module, inputs: tuple, output, name: str = name or "model") -> None:
+        def check_output(
+            module: nn.Module, inputs: tuple, output, name: str = name or "model"
+        ) -> None:
             if isinstance(output, Tensor):
                 outputs = {"the output": output}
-            elif isinstance(output, (tuple, list)):  # e.g. attention's (output, weights)
-                outputs = {f"output {i}": item for i, item in enumerate(output) if isinstance(item, Tensor)}
+            # e.g. attention's (output, weights)
+            elif isinstance(output, (tuple, list)):
+                outputs = {
+                    f"output {i}": item
+                    for i, item in enumerate(output)
+                    if isinstance(item, Tensor)
+                }
             else:
                 return
             for which, tensor in outputs.items():

@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/13-distributed.md
 """Data-parallel training under torchrun with DistributedDataParallel (chapter 13)."""
 
@@ -38,36 +38,55 @@ class Distributed:
         return self.rank == 0
 
 
-def init_distributed(device_name: str = "auto", timeout_seconds: float = 600.0) -> tuple[Distributed, torch.device]:
+def init_distributed(
+    device_name: str = "auto", timeout_seconds: float = 600.0
+) -> tuple[Distributed, torch.device]:
     """Join the process group that ``torchrun`` set up, or run alone when there is none.
 
     Args:
-        device_name: As for [`select_device`][tinytransformer.devices.select_device]; under torchrun a
+        device_name: As for [`select_device`][tinytransformer.devices.select_device];
+            under torchrun a
             CUDA device becomes ``cuda:LOCAL_RANK``.
-        timeout_seconds: How long a collective may wait for the other ranks before failing, so that a
+        timeout_seconds: How long a collective may wait for the other ranks before
+            failing, so that a
             rank that died brings the job down with an error instead of a hang.
 
     Returns:
         ``(distributed, device)``.
 
     Raises:
-        ValueError: If torchrun's environment is incomplete or the device cannot be used this way.
+        ValueError: If torchrun's environment is incomplete or the device cannot be used
+            this way.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = select_device(device_name)
     if world_size == 1:
         return Distributed(), device
-    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    missing = [
+        name
+        for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+        if name not in os.environ
+    ]
     if missing:
-        raise ValueError(f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; launch with torchrun")
+        raise ValueError(
+            f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; launch with"
+            " torchrun"
+        )
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device.type == "mps":
-        raise ValueError("distributed training on MPS is not supported; use --device cpu or cuda")
+        raise ValueError(
+            "distributed training on MPS is not supported; use --device cpu or cuda"
+        )
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_seconds))
+    dist.init_process_group(
+        backend,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_seconds),
+    )
     return Distributed(rank, world_size, local_rank), device
 
 

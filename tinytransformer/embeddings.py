@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/02-embeddings.md
 """Token and learned positional embeddings (chapter 2)."""
 
@@ -18,8 +18,14 @@ class Embeddings(nn.Module):
             embeds the tokens alone, for rotary positions in attention (chapter 11c).
     """
 
-    def __init__(self, vocab_size: int, max_seq_len: int, d_model: int,
-                 dropout: float = 0.0, learned_positions: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_seq_len: int,
+        d_model: int,
+        dropout: float = 0.0,
+        learned_positions: bool = True,
+    ):
         super().__init__()
         self.max_seq_len = max_seq_len
         self.token_embedding = nn.Embedding(vocab_size, d_model)  # (V, d_model)
@@ -33,7 +39,8 @@ class Embeddings(nn.Module):
 
         Args:
             token_ids: Integer tensor of shape ``(B, T)``.
-            start_pos: Position of the first token (non-zero when earlier tokens were cached,
+            start_pos: Position of the first token (non-zero when earlier tokens were
+                cached,
                 chapter 10).
 
         Returns:
@@ -43,16 +50,21 @@ class Embeddings(nn.Module):
             ValueError: If ``token_ids`` is not a 2-D integer tensor, or if positions
                 ``start_pos .. start_pos + T - 1`` reach past ``max_seq_len``.
         """
-        if token_ids.ndim != 2 or token_ids.is_floating_point() or token_ids.is_complex():
+        if (
+            token_ids.ndim != 2
+            or token_ids.is_floating_point()
+            or token_ids.is_complex()
+        ):
             raise ValueError(
-                f"token_ids must be an integer tensor of shape (B, T); got dtype {token_ids.dtype} "
-                f"and shape {tuple(token_ids.shape)}"
+                "token_ids must be an integer tensor of shape (B, T); got dtype"
+                f" {token_ids.dtype} and shape {tuple(token_ids.shape)}"
             )
         seq_len = token_ids.shape[1]
         if start_pos + seq_len > self.max_seq_len:
             raise ValueError(
-                f"sequence of {start_pos + seq_len} positions is longer than max_seq_len "
-                f"({self.max_seq_len}); crop the input to its last {self.max_seq_len} tokens"
+                f"sequence of {start_pos + seq_len} positions is longer than"
+                f" max_seq_len ({self.max_seq_len}); crop the input to its last"
+                f" {self.max_seq_len} tokens"
             )
         x = self.token_embedding(token_ids)  # (B, T, d_model)
         if self.position_embedding is not None:  # None with rotary positions (11c)

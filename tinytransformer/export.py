@@ -1,6 +1,7 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/appendix-browser.md
-"""The model in the browser: ``tinytransformer export-web`` writes a checkpoint for the Explorer page (appendix)."""
+"""The model in the browser: ``tinytransformer export-web`` writes a checkpoint for the
+Explorer page (appendix)."""
 
 import json
 import math
@@ -19,13 +20,20 @@ from tinytransformer.tokenizer import CharTokenizer, Tokenizer
 from tinytransformer.train import json_safe, prepare_out_dir
 
 WEB_FORMAT = "tinytransformer-web-1"
-DTYPES: dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}  # little-endian
+# little-endian
+DTYPES: dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 FLOAT16_MAX = 65504.0  # the largest finite float16
 
 
-def export_model(model: GPT, tokenizer: Tokenizer, out_dir: Path, dtype: str = "float16",
-                 about: dict | None = None) -> dict:
-    """Write ``weights.bin`` and ``manifest.json``, which the Explorer page's JavaScript reads.
+def export_model(
+    model: GPT,
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    dtype: str = "float16",
+    about: dict | None = None,
+) -> dict:
+    """Write ``weights.bin`` and ``manifest.json``, which the Explorer page's JavaScript
+    reads.
 
     Args:
         model: The model: Pre-LN blocks (the only kind the JavaScript runs).
@@ -38,33 +46,62 @@ def export_model(model: GPT, tokenizer: Tokenizer, out_dir: Path, dtype: str = "
         The manifest.
 
     Raises:
-        ValueError: If the model or tokenizer is of a kind the browser cannot run, a weight does not
+        ValueError: If the model or tokenizer is of a kind the browser cannot run, a
+            weight does not
             fit in ``dtype``, or ``out_dir`` cannot be written.
     """
     if not isinstance(tokenizer, CharTokenizer):
-        raise ValueError(f"the browser has only the char tokenizer, and this model uses {tokenizer.name}; "
-                         "export a model trained with --tokenizer char (e.g. --preset shakespeare-char)")
+        raise ValueError(
+            "the browser has only the char tokenizer, and this model uses"
+            f" {tokenizer.name}; export a model trained with --tokenizer char (e.g."
+            " --preset shakespeare-char)"
+        )
     if not model.config.pre_norm:
-        raise ValueError("the browser runs Pre-LN blocks (GPT-2's), and this model is Post-LN (pre_norm false)")
-    gpt2_options = {"norm": "layernorm", "position": "learned", "mlp": "gelu",
-                    "n_kv_heads": model.config.n_heads}  # chapter 11c's options
-    other = {name: getattr(model.config, name) for name, value in gpt2_options.items()
-             if getattr(model.config, name) != value}
+        raise ValueError(
+            "the browser runs Pre-LN blocks (GPT-2's), and this model is Post-LN"
+            " (pre_norm false)"
+        )
+    gpt2_options = {
+        "norm": "layernorm",
+        "position": "learned",
+        "mlp": "gelu",
+        "n_kv_heads": model.config.n_heads,
+    }  # chapter 11c's options
+    other = {
+        name: getattr(model.config, name)
+        for name, value in gpt2_options.items()
+        if getattr(model.config, name) != value
+    }
     if other:
-        raise ValueError(f"the browser runs GPT-2's architecture, and this model has "
-                         f"{other}; export a model without chapter 11c's options")
+        raise ValueError(
+            "the browser runs GPT-2's architecture, and this model has "
+            f"{other}; export a model without chapter 11c's options"
+        )
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     tensors, arrays, offset = [], [], 0
-    for name, parameter in model.named_parameters():  # a tied output projection is listed once: as the embedding
+    # a tied output projection is listed once: as the embedding
+    for name, parameter in model.named_parameters():
         array = parameter.detach().cpu().float().numpy()
         if dtype == "float16" and np.abs(array).max() > FLOAT16_MAX:
-            raise ValueError(f"{name} holds values beyond float16's range (±65504); export with --dtype float32")
-        tensors.append({"name": name, "shape": list(array.shape), "offset": offset})  # offset in numbers
+            raise ValueError(
+                f"{name} holds values beyond float16's range (±65504); export with"
+                " --dtype float32"
+            )
+        # offset in numbers
+        tensors.append({"name": name, "shape": list(array.shape), "offset": offset})
         arrays.append(array.astype(DTYPES[dtype]).ravel())
         offset += array.size
-    manifest = {"format": WEB_FORMAT, "config": asdict(model.config), "vocabulary": tokenizer.chars,
-                "dtype": dtype, "parameters": offset, "weights": "weights.bin", "tensors": tensors, **(about or {})}
+    manifest = {
+        "format": WEB_FORMAT,
+        "config": asdict(model.config),
+        "vocabulary": tokenizer.chars,
+        "dtype": dtype,
+        "parameters": offset,
+        "weights": "weights.bin",
+        "tensors": tensors,
+        **(about or {}),
+    }
     text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
     out_dir = prepare_out_dir(out_dir)
     atomic_write_bytes(out_dir / "weights.bin", np.concatenate(arrays).tobytes())
@@ -79,7 +116,8 @@ def load_web_export(folder: Path) -> tuple[GPT, CharTokenizer]:
         folder: The folder holding ``manifest.json`` and the weights.
 
     Returns:
-        ``(model, tokenizer)``, the model in evaluation mode, its weights those of the file (float16 ones
+        ``(model, tokenizer)``, the model in evaluation mode, its weights those of the
+        file (float16 ones
         widened to float32).
 
     Raises:
@@ -88,26 +126,39 @@ def load_web_export(folder: Path) -> tuple[GPT, CharTokenizer]:
     """
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write it with `tinytransformer export-web`")
+        raise FileNotFoundError(
+            f"{path} does not exist; write it with `tinytransformer export-web`"
+        )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or manifest.get("format") != WEB_FORMAT:
-        raise ValueError(f"{path} is not a manifest written by `tinytransformer export-web`")
+        raise ValueError(
+            f"{path} is not a manifest written by `tinytransformer export-web`"
+        )
     model = GPT(GPTConfig(**manifest["config"]))
-    weights = np.fromfile(Path(folder) / manifest["weights"], dtype=DTYPES[manifest["dtype"]])
+    weights = np.fromfile(
+        Path(folder) / manifest["weights"], dtype=DTYPES[manifest["dtype"]]
+    )
     parameters = dict(model.named_parameters())
     names = [tensor["name"] for tensor in manifest["tensors"]]
     if sorted(names) != sorted(parameters) or weights.size != manifest["parameters"]:
-        raise ValueError(f"the weights in {folder} do not fit their manifest; export them again")
+        raise ValueError(
+            f"the weights in {folder} do not fit their manifest; export them again"
+        )
     with torch.no_grad():
         for tensor in manifest["tensors"]:
             start, size = tensor["offset"], math.prod(tensor["shape"])
-            values = weights[start : start + size].astype(np.float32).reshape(tensor["shape"])
+            values = (
+                weights[start : start + size]
+                .astype(np.float32)
+                .reshape(tensor["shape"])
+            )
             parameters[tensor["name"]].copy_(torch.from_numpy(values))
     return model.eval(), CharTokenizer(manifest["vocabulary"])
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, dtype: str = "float16") -> dict:
-    """Export a checkpoint written by ``tinytransformer train``, with where it comes from.
+    """Export a checkpoint written by ``tinytransformer train``, with where it comes
+    from.
 
     Args:
         checkpoint: The checkpoint file.
@@ -122,13 +173,29 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, dtype: str = "float16") -
         ValueError: If it cannot be read or exported (see ``export_model``).
     """
     model, tokenizer = load_model(checkpoint)
-    model = merge_lora(model)  # a LoRA run's checkpoint: its adapters folded in (chapter 11b)
+    # a LoRA run's checkpoint: its adapters folded in (chapter 11b)
+    model = merge_lora(model)
     state = load_checkpoint(checkpoint)
-    losses = json_safe(state["losses"])  # NaN (never evaluated) becomes null: JSON has no NaN
-    command = ["tinytransformer", "export-web", "--checkpoint", str(checkpoint), "--out", str(out_dir)]
+    # NaN (never evaluated) becomes null: JSON has no NaN
+    losses = json_safe(state["losses"])
+    command = [
+        "tinytransformer",
+        "export-web",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out_dir),
+    ]
     about = {
-        "checkpoint": {"step": state["step"], "train_loss": losses.get("train"), "val_loss": losses.get("val"),
-                       "data": Path(state["data_source"]).name, "data_sha256": state.get("data_sha256")},
-        "command": shlex.join(command + (["--dtype", dtype] if dtype != "float16" else [])),
+        "checkpoint": {
+            "step": state["step"],
+            "train_loss": losses.get("train"),
+            "val_loss": losses.get("val"),
+            "data": Path(state["data_source"]).name,
+            "data_sha256": state.get("data_sha256"),
+        },
+        "command": shlex.join(
+            command + (["--dtype", dtype] if dtype != "float16" else [])
+        ),
     }
     return export_model(model, tokenizer, out_dir, dtype, about)

@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/03-feedforward.md
 """The position-wise feed-forward network (chapter 3)."""
 
@@ -6,18 +6,26 @@ from torch import Tensor, nn
 
 
 class FeedForward(nn.Module):
-    """Two linear layers with a GELU between: ``d_model → d_ff → d_model``, then dropout.
+    """Two linear layers with a GELU between: ``d_model → d_ff → d_model``, then
+    dropout.
 
     Args:
         d_model: Width of the input and output vectors.
         d_ff: Width of the hidden layer (conventionally ``4 * d_model``).
         dropout: Dropout probability applied to the output.
         bias: Whether the linear layers have biases.
-        gelu_approximate: ``"tanh"`` for GPT-2's approximation of GELU, ``"none"`` for the exact one.
+        gelu_approximate: ``"tanh"`` for GPT-2's approximation of GELU, ``"none"`` for
+            the exact one.
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True,
-                 gelu_approximate: str = "tanh"):
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        gelu_approximate: str = "tanh",
+    ):
         super().__init__()
         self.fc_in = nn.Linear(d_model, d_ff, bias=bias)
         self.activation = nn.GELU(approximate=gelu_approximate)

@@ -1,6 +1,6 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/appendix-figures.md
-"""The book's figures, drawn from the package by ``tinytransformer figures`` (appendix)."""
+"""The book's figures, drawn from the package by ``tinytransformer figures``."""
 
 import copy
 import functools
@@ -34,8 +34,10 @@ from tinytransformer.train import TrainConfig, Trainer
 FIGURES: dict[str, Callable[[], Figure]] = {}
 
 STYLE: dict[str, Any] = {
-    "svg.hashsalt": "tinytransformer",  # fixed ids inside the SVG: the same bytes on every run
-    "svg.fonttype": "path",  # text as outlines: the figure looks the same without our fonts
+    # fixed ids inside the SVG: the same bytes on every run
+    "svg.hashsalt": "tinytransformer",
+    # text as outlines: the figure looks the same without our fonts
+    "svg.fonttype": "path",
     "font.size": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -47,7 +49,8 @@ def figure(name: str) -> Callable[[Callable[[], Figure]], Callable[[], Figure]]:
     """Register a drawing function as the figure ``book/figures/<name>.svg``.
 
     Args:
-        name: The file name without ``.svg``; a chapter shows the figure as ``figures/<name>.svg``.
+        name: The file name without ``.svg``; a chapter shows the figure as
+            ``figures/<name>.svg``.
 
     Returns:
         A decorator that adds the function to ``FIGURES`` and returns it unchanged.
@@ -67,13 +70,16 @@ def render_figure(name: str) -> bytes:
         name: A key of ``FIGURES``.
 
     Returns:
-        The figure as an SVG document; the same bytes on every call with the same installation.
+        The figure as an SVG document; the same bytes on every call with the same
+        installation.
 
     Raises:
         ValueError: If no figure has that name.
     """
     if name not in FIGURES:
-        raise ValueError(f"no figure named {name!r}; the figures are: {', '.join(sorted(FIGURES))}")
+        raise ValueError(
+            f"no figure named {name!r}; the figures are: {', '.join(sorted(FIGURES))}"
+        )
     with matplotlib.style.context(STYLE):
         buffer = io.BytesIO()
         FIGURES[name]().savefig(buffer, format="svg", metadata={"Date": None})
@@ -94,8 +100,11 @@ def write_figures(out_dir: Path, names: list[str] | None = None) -> list[str]:
         ValueError: If a name is unknown or the parent of ``out_dir`` does not exist.
     """
     if not out_dir.parent.is_dir():
-        raise ValueError(f"{out_dir.parent} does not exist; run from the repository root, or pass --out")
-    svgs = {name: render_figure(name) for name in (names or sorted(FIGURES))}
+        raise ValueError(
+            f"{out_dir.parent} does not exist; run from the repository root, or pass"
+            " --out"
+        )
+    svgs = {name: render_figure(name) for name in names or sorted(FIGURES)}
     out_dir.mkdir(exist_ok=True)
     messages = []
     for name, svg in svgs.items():
@@ -110,7 +119,8 @@ def write_figures(out_dir: Path, names: list[str] | None = None) -> list[str]:
 
 @figure("causal-mask")
 def draw_causal_mask() -> Figure:
-    """Chapter 1: ``causal_mask(6)`` and the attention weights it allows, for random vectors."""
+    """Chapter 1: ``causal_mask(6)`` and the attention weights it allows, for random
+    vectors."""
     tokens = ["The", "cat", "sat", "on", "the", "mat"]
     seq_len = len(tokens)
     mask = causal_mask(seq_len)
@@ -127,12 +137,25 @@ def draw_causal_mask() -> Figure:
     fig.colorbar(mesh, ax=right, shrink=0.8)
     for i in range(seq_len):
         for j in range(seq_len):
-            left.text(j + 0.5, i + 0.5, "yes" if mask[i, j] else "no", ha="center", va="center",
-                      color="white" if mask[i, j] else "#888888")
+            left.text(
+                j + 0.5,
+                i + 0.5,
+                "yes" if mask[i, j] else "no",
+                ha="center",
+                va="center",
+                color="white" if mask[i, j] else "#888888",
+            )
             if mask[i, j]:
                 weight = attn_weights[i, j].item()
-                right.text(j + 0.5, i + 0.5, f"{weight:.2f}", ha="center", va="center",
-                           color="white" if weight > 0.6 else "black", fontsize=8)
+                right.text(
+                    j + 0.5,
+                    i + 0.5,
+                    f"{weight:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if weight > 0.6 else "black",
+                    fontsize=8,
+                )
     for ax in (left, right):
         ax.set_aspect("equal")
         ax.invert_yaxis()  # row 0 at the top, as the matrix prints
@@ -150,7 +173,10 @@ def draw_gelu_relu() -> Figure:
     x = torch.linspace(-4, 4, 801, requires_grad=True)
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     values, slopes = fig.subplots(1, 2, sharex=True)
-    activations = {"ReLU": (nn.ReLU(), "--"), "GELU": (nn.GELU(approximate="tanh"), "-")}
+    activations = {
+        "ReLU": (nn.ReLU(), "--"),
+        "GELU": (nn.GELU(approximate="tanh"), "-"),
+    }
     for label, (activation, style) in activations.items():
         y = activation(x)
         (slope,) = torch.autograd.grad(y.sum(), x)
@@ -158,9 +184,12 @@ def draw_gelu_relu() -> Figure:
         slopes.plot(x.detach(), slope, style, label=label, linewidth=2)
         if label == "GELU":
             lowest = y.argmin()
-            values.annotate(f"minimum {y[lowest]:.2f} at x = {x[lowest]:.2f}",
-                            (x[lowest].item(), y[lowest].item()), xytext=(-3.9, 1.5),
-                            arrowprops=dict(arrowstyle="->", color="#555555"))
+            values.annotate(
+                f"minimum {y[lowest]:.2f} at x = {x[lowest]:.2f}",
+                (x[lowest].item(), y[lowest].item()),
+                xytext=(-3.9, 1.5),
+                arrowprops=dict(arrowstyle="->", color="#555555"),
+            )
     values.set_title("activation(x)")
     slopes.set_title("its slope, d activation / dx")
     for ax in (values, slopes):
@@ -173,15 +202,31 @@ def draw_gelu_relu() -> Figure:
 
 @figure("gradient-norms")
 def draw_gradient_norms() -> Figure:
-    """Chapter 6: per-block gradient norms of a fresh 12-layer model, Pre-LN against Post-LN."""
+    """Chapter 6: per-block gradient norms of a fresh 12-layer model, Pre-LN against
+    Post-LN."""
     fig = Figure(figsize=(6.5, 3.4), layout="constrained")
     ax = fig.subplots()
-    arrangements = {"Pre-LN (GPT-2)": (True, "o"), "Post-LN (original transformer)": (False, "s")}
+    arrangements = {
+        "Pre-LN (GPT-2)": (True, "o"),
+        "Post-LN (original transformer)": (False, "s"),
+    }
     for label, (pre_norm, marker) in arrangements.items():
-        config = GPTConfig(vocab_size=256, max_seq_len=64, d_model=128, n_layers=12, n_heads=4,
-                           pre_norm=pre_norm)
+        config = GPTConfig(
+            vocab_size=256,
+            max_seq_len=64,
+            d_model=128,
+            n_layers=12,
+            n_heads=4,
+            pre_norm=pre_norm,
+        )
         norms = block_gradient_norms(config)
-        ax.plot(range(1, config.n_layers + 1), norms, marker=marker, label=label, linewidth=2)
+        ax.plot(
+            range(1, config.n_layers + 1),
+            norms,
+            marker=marker,
+            label=label,
+            linewidth=2,
+        )
     ax.set_yscale("log")
     ax.set_xticks(range(1, 13))
     ax.set_xlabel("block (1 = nearest the embeddings)")
@@ -191,8 +236,20 @@ def draw_gradient_norms() -> Figure:
     return fig
 
 
-SAMPLING_WORDS = ["mat", "floor", "sofa", "bed", "roof", "chair", "table", "moon", "idea", "banana"]
-SAMPLING_LOGITS = torch.tensor([[3.0, 2.2, 1.9, 1.5, 1.0, 0.6, 0.4, -0.8, -1.6, -2.5]])  # (1, V)
+SAMPLING_WORDS = [
+    "mat",
+    "floor",
+    "sofa",
+    "bed",
+    "roof",
+    "chair",
+    "table",
+    "moon",
+    "idea",
+    "banana",
+]
+# (1, V)
+SAMPLING_LOGITS = torch.tensor([[3.0, 2.2, 1.9, 1.5, 1.0, 0.6, 0.4, -0.8, -1.6, -2.5]])
 
 
 @figure("temperature")
@@ -200,7 +257,11 @@ def draw_temperature() -> Figure:
     """Chapter 10: one next-token distribution at three temperatures."""
     fig = Figure(figsize=(9, 3), layout="constrained")
     for ax, temperature in zip(fig.subplots(1, 3, sharey=True), (0.5, 1.0, 2.0)):
-        ax.bar(SAMPLING_WORDS, torch.softmax(SAMPLING_LOGITS[0] / temperature, dim=-1).tolist(), color="#5c6bc0")
+        ax.bar(
+            SAMPLING_WORDS,
+            torch.softmax(SAMPLING_LOGITS[0] / temperature, dim=-1).tolist(),
+            color="#5c6bc0",
+        )
         ax.set_title(f"temperature {temperature}")
         ax.tick_params(axis="x", labelrotation=90)
         ax.set_ylim(0, 0.75)
@@ -210,9 +271,16 @@ def draw_temperature() -> Figure:
 
 @figure("top-k-top-p")
 def draw_top_k_top_p() -> Figure:
-    """Chapter 10: the tokens top-k (k = 3) and top-p (p = 0.9) keep, for a peaked and a flat distribution."""
-    cases = {"confident model": SAMPLING_LOGITS * 2.5, "unsure model": SAMPLING_LOGITS * 0.4}
-    filters = {"top-k, k = 3": lambda z: top_k_filter(z, 3), "top-p, p = 0.9": lambda z: top_p_filter(z, 0.9)}
+    """Chapter 10: the tokens top-k (k = 3) and top-p (p = 0.9) keep, for a peaked and a
+    flat distribution."""
+    cases = {
+        "confident model": SAMPLING_LOGITS * 2.5,
+        "unsure model": SAMPLING_LOGITS * 0.4,
+    }
+    filters = {
+        "top-k, k = 3": lambda z: top_k_filter(z, 3),
+        "top-p, p = 0.9": lambda z: top_p_filter(z, 0.9),
+    }
     fig = Figure(figsize=(9, 5.4), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
     for row, (case, logits) in enumerate(cases.items()):
@@ -220,7 +288,11 @@ def draw_top_k_top_p() -> Figure:
         for column, (name, keep) in enumerate(filters.items()):
             kept = keep(logits)[0].isfinite().tolist()
             ax = axes[row, column]
-            ax.bar(SAMPLING_WORDS, probabilities, color=["#3949ab" if k else "#c5cae9" for k in kept])
+            ax.bar(
+                SAMPLING_WORDS,
+                probabilities,
+                color=["#3949ab" if k else "#c5cae9" for k in kept],
+            )
             ax.set_title(f"{case}, {name}: keeps {sum(kept)}")
             ax.tick_params(axis="x", labelrotation=90)
     axes[0, 0].set_ylabel("probability")
@@ -230,15 +302,30 @@ def draw_top_k_top_p() -> Figure:
 
 @functools.cache
 def trained_model() -> tuple[GPT, Tokenizer, list[tuple[int, float, float]]]:
-    """A small char-level model trained on the book, with its evaluations ``(step, train, val)``."""
+    """A small char-level model trained on the book, with its evaluations ``(step,
+    train, val)``."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same sums in the same order, the same figure
+    # one thread: the same sums in the same order, the same figure
+    torch.set_num_threads(1)
     try:
         data = load_token_data(None, tokenizer="char")
-        model_config = GPTConfig(vocab_size=data.tokenizer.vocab_size, max_seq_len=64, d_model=64, n_layers=2,
-                                 n_heads=4, fast_attention=True)
-        config = TrainConfig(batch_size=8, max_steps=300, learning_rate=3e-3, min_learning_rate=3e-4,
-                             warmup_steps=30, eval_batches=4, seed=0)
+        model_config = GPTConfig(
+            vocab_size=data.tokenizer.vocab_size,
+            max_seq_len=64,
+            d_model=64,
+            n_layers=2,
+            n_heads=4,
+            fast_attention=True,
+        )
+        config = TrainConfig(
+            batch_size=8,
+            max_steps=300,
+            learning_rate=3e-3,
+            min_learning_rate=3e-4,
+            warmup_steps=30,
+            eval_batches=4,
+            seed=0,
+        )
         torch.manual_seed(config.seed)
         trainer = Trainer(GPT(model_config), config, data, progress=False)
         evaluations = []
@@ -283,7 +370,8 @@ def draw_attention_heads() -> Figure:
         for block in model.blocks[:-1]:
             x = block(x, model.mask[:seq_len, :seq_len])
         last = typing.cast(Block, model.blocks[-1])
-        _, attn_weights = last.attn(last.attn_norm(x), model.mask[:seq_len, :seq_len])  # (1, H, T, T)
+        # (1, H, T, T)
+        _, attn_weights = last.attn(last.attn_norm(x), model.mask[:seq_len, :seq_len])
     fig = Figure(figsize=(10, 3), layout="constrained")
     labels = [c if c != " " else "␣" for c in text]
     for head, ax in enumerate(fig.subplots(1, model.config.n_heads)):
@@ -298,13 +386,15 @@ def draw_attention_heads() -> Figure:
 
 @figure("position-similarity")
 def draw_position_similarity() -> Figure:
-    """Chapter 2: cosine similarity between the learned position embeddings of the trained model."""
+    """Chapter 2: cosine similarity between the learned position embeddings of the
+    trained model."""
     model, _, _ = trained_model()
     table = typing.cast(torch.nn.Embedding, model.embeddings.position_embedding)
     positions = torch.nn.functional.normalize(table.weight.detach(), dim=-1)
     fig = Figure(figsize=(4.2, 3.6), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow((positions @ positions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)  # (T, T)
+    # (T, T)
+    image = ax.imshow((positions @ positions.T).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     fig.colorbar(image, ax=ax, label="cosine similarity")
     ax.set_xlabel("position")
     ax.set_ylabel("position")
@@ -317,13 +407,21 @@ def draw_residual_ablation() -> Figure:
     """Chapter 5: ‖∂L/∂x‖ at every depth of 24 fresh blocks, with parts removed."""
     fig = Figure(figsize=(6.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    variants = {"x + F(LN(x)): residual and LayerNorm": (True, True, "o"),
-                "F(LN(x)): LayerNorm, no residual": (False, True, "s"),
-                "F(x): neither": (False, False, "^")}
+    variants = {
+        "x + F(LN(x)): residual and LayerNorm": (True, True, "o"),
+        "F(LN(x)): LayerNorm, no residual": (False, True, "s"),
+        "F(x): neither": (False, False, "^"),
+    }
     for label, (residual, norm, marker) in variants.items():
         norms = stack_gradient_norms(residual, norm)
-        ax.plot(range(len(norms)), norms, marker=marker, markersize=4, label=label,
-                linewidth=2)
+        ax.plot(
+            range(len(norms)),
+            norms,
+            marker=marker,
+            markersize=4,
+            label=label,
+            linewidth=2,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("depth (0 = the stack's input, 24 = its output)")
     ax.set_ylabel("‖∂L/∂x‖")
@@ -333,16 +431,28 @@ def draw_residual_ablation() -> Figure:
 
 
 WARMUP_GRID: dict[str, tuple[Any, ...]] = {
-    "n_layers": (6, 12), "learning_rate": (1e-3, 3e-3, 1e-2), "warmup_steps": (0, 30),
-    "pre_norm": (True, False), "seed": (0, 1),
+    "n_layers": (6, 12),
+    "learning_rate": (1e-3, 3e-3, 1e-2),
+    "warmup_steps": (0, 30),
+    "pre_norm": (True, False),
+    "seed": (0, 1),
 }
 """The grid of chapter 8: every combination of these values is one training run."""
-WARMUP_GRID_FILE = Path(__file__).parents[1] / "book" / "measurements" / "warmup-grid.json"
+WARMUP_GRID_FILE = (
+    Path(__file__).parents[1] / "book" / "measurements" / "warmup-grid.json"
+)
 
 
-def train_grid_point(data: TokenData, n_layers: int, learning_rate: float,
-                     warmup_steps: int, pre_norm: bool, seed: int, steps: int = 150,
-                     batch_size: int = 8) -> dict[str, Any]:
+def train_grid_point(
+    data: TokenData,
+    n_layers: int,
+    learning_rate: float,
+    warmup_steps: int,
+    pre_norm: bool,
+    seed: int,
+    steps: int = 150,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Train one Xavier-initialised char model of the warm-up grid; record how it went.
 
     Args:
@@ -361,14 +471,25 @@ def train_grid_point(data: TokenData, n_layers: int, learning_rate: float,
         end (``None`` if it is not finite).
     """
     model_config = GPTConfig(
-        vocab_size=data.tokenizer.vocab_size, max_seq_len=64, d_model=64,
-        n_layers=n_layers, n_heads=4, pre_norm=pre_norm, weight_init="xavier",
-        fast_attention=True, gelu_approximate="none",
+        vocab_size=data.tokenizer.vocab_size,
+        max_seq_len=64,
+        d_model=64,
+        n_layers=n_layers,
+        n_heads=4,
+        pre_norm=pre_norm,
+        weight_init="xavier",
+        fast_attention=True,
+        gelu_approximate="none",
     )
     config = TrainConfig(
-        batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
-        min_learning_rate=learning_rate / 10, warmup_steps=warmup_steps, grad_clip=0.0,
-        eval_batches=8, seed=seed,
+        batch_size=batch_size,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        min_learning_rate=learning_rate / 10,
+        warmup_steps=warmup_steps,
+        grad_clip=0.0,
+        eval_batches=8,
+        seed=seed,
     )
     torch.manual_seed(seed)
     trainer = Trainer(GPT(model_config), config, data, progress=False)
@@ -377,10 +498,16 @@ def train_grid_point(data: TokenData, n_layers: int, learning_rate: float,
         losses.append(trainer.train_step().item())
         grad_norms.append(trainer.grad_norm.item())
     val_loss = trainer.evaluate()["val"]
-    return {"n_layers": n_layers, "learning_rate": learning_rate,
-            "warmup_steps": warmup_steps, "pre_norm": pre_norm, "seed": seed,
-            "losses": losses[::10] + losses[-1:], "max_grad_norm": max(grad_norms),
-            "val_loss": val_loss if math.isfinite(val_loss) else None}
+    return {
+        "n_layers": n_layers,
+        "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
+        "pre_norm": pre_norm,
+        "seed": seed,
+        "losses": losses[::10] + losses[-1:],
+        "max_grad_norm": max(grad_norms),
+        "val_loss": val_loss if math.isfinite(val_loss) else None,
+    }
 
 
 def frequency_loss(data: TokenData) -> float:
@@ -389,9 +516,15 @@ def frequency_loss(data: TokenData) -> float:
     The frequencies are counted on the training split, each count plus one (so that a
     token the training split lacks is not impossible).
     """
-    counts = {split: torch.bincount(torch.as_tensor(tokens.astype("int64")),
-                                    minlength=data.tokenizer.vocab_size).double()
-              for split, tokens in (("train", data.train), ("val", data.val))}
+    counts = {
+        split: (
+            torch.bincount(
+                torch.as_tensor(tokens.astype("int64")),
+                minlength=data.tokenizer.vocab_size,
+            ).double()
+        )
+        for split, tokens in (("train", data.train), ("val", data.val))
+    }
     predicted = (counts["train"] + 1) / (counts["train"] + 1).sum()
     return -(counts["val"] * predicted.log()).sum().item() / counts["val"].sum().item()
 
@@ -414,8 +547,12 @@ def record_warmup_grid(data: str | None, path: Path = WARMUP_GRID_FILE) -> None:
             print(json.dumps(runs[-1]), flush=True)
     finally:
         torch.set_num_threads(threads)
-    record = {"corpus": data, "torch": torch.__version__,
-              "frequency_loss": frequency_loss(token_data), "runs": runs}
+    record = {
+        "corpus": data,
+        "torch": torch.__version__,
+        "frequency_loss": frequency_loss(token_data),
+        "runs": runs,
+    }
     atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
 
 
@@ -426,24 +563,39 @@ def draw_warmup_grid() -> Figure:
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     panels = fig.subplots(1, len(WARMUP_GRID["n_layers"]), sharey=True)
     rates = WARMUP_GRID["learning_rate"]
-    styles = {(True, 0): ("Pre-LN, no warm-up", "#3949ab", "o", "-"),
-              (True, 30): ("Pre-LN, 30 warm-up steps", "#3949ab", "o", "--"),
-              (False, 0): ("Post-LN, no warm-up", "#e65100", "s", "-"),
-              (False, 30): ("Post-LN, 30 warm-up steps", "#e65100", "s", "--")}
+    styles = {
+        (True, 0): ("Pre-LN, no warm-up", "#3949ab", "o", "-"),
+        (True, 30): ("Pre-LN, 30 warm-up steps", "#3949ab", "o", "--"),
+        (False, 0): ("Post-LN, no warm-up", "#e65100", "s", "-"),
+        (False, 30): ("Post-LN, 30 warm-up steps", "#e65100", "s", "--"),
+    }
     for ax, n_layers in zip(panels, WARMUP_GRID["n_layers"]):
         for (pre_norm, warmup_steps), (label, color, marker, line) in styles.items():
             means = []
             for rate in rates:
                 cell = (n_layers, rate, warmup_steps, pre_norm)
-                losses = [run["val_loss"] for run in record["runs"]
-                          if run["val_loss"] is not None and cell == tuple(
-                              run[key] for key in WARMUP_GRID if key != "seed")]
-                ax.scatter([rate] * len(losses), losses, color=color, marker=marker,
-                           s=14, alpha=0.6)
+                losses = [
+                    run["val_loss"]
+                    for run in record["runs"]
+                    if run["val_loss"] is not None
+                    and cell == tuple(run[key] for key in WARMUP_GRID if key != "seed")
+                ]
+                ax.scatter(
+                    [rate] * len(losses),
+                    losses,
+                    color=color,
+                    marker=marker,
+                    s=14,
+                    alpha=0.6,
+                )
                 means.append(sum(losses) / len(losses) if losses else float("nan"))
             ax.plot(rates, means, color=color, linestyle=line, label=label)
-        ax.axhline(record["frequency_loss"], color="gray", linestyle=":",
-                   label="character frequencies only")
+        ax.axhline(
+            record["frequency_loss"],
+            color="gray",
+            linestyle=":",
+            label="character frequencies only",
+        )
         ax.set_xscale("log")
         ax.set_xticks(rates, [f"{rate:g}" for rate in rates])
         ax.minorticks_off()
@@ -478,7 +630,8 @@ def _fine_tune(
     lr: float,
     measure: Callable[[GPT], tuple[float, float]] | None = None,
 ) -> list[tuple[float, float]]:
-    """Train ``model`` on ``ids`` with AdamW; ``measure`` it at step 0 and every 10 steps."""
+    """Train ``model`` on ``ids`` with AdamW; ``measure`` it at step 0 and every 10
+    steps."""
     generator = torch.Generator().manual_seed(1)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
@@ -563,7 +716,7 @@ def draw_lora_loss_curves() -> Figure:
 
 @figure("lora-parameters")
 def draw_lora_parameters() -> Figure:
-    """Chapter 11b: GPT-2 small's trainable parameters under LoRA, r = 1 … 64, and full."""
+    """Chapter 11b: GPT-2 small's trainable parameters under LoRA, r = 1 … 64."""
     with torch.device("meta"):
         gpt2 = GPT(gpt2_config("small"))
     ranks = [1, 2, 4, 8, 16, 32, 64]
@@ -625,7 +778,8 @@ def draw_rope_offset() -> Figure:
     return fig
 
 
-DECODING_RUN: dict[str, Any] = {  # chapter 12's table, from `tinytransformer bench --decode`
+# chapter 12's table, from `tinytransformer bench --decode`
+DECODING_RUN: dict[str, Any] = {
     "run": "GPT-2 small, 100 greedy tokens, 2 threads, 2-core VM alone, 2026-11-29",
     "bandwidth_gb_s": 25.5,  # measured in the same run
     "peak_gflops": 332.3,  # cpu_peak_flops(): 16 lanes × 2 FMA × 2 × 2596 MHz × 2 cores
@@ -648,15 +802,24 @@ def draw_decoding_roofline() -> Figure:
     fig = Figure(figsize=(6.5, 4.4), layout="constrained")
     ax = fig.subplots()
     intensity = [2.0**e for e in range(-3, 11)]  # FLOPs per byte of weights read
-    ax.loglog(intensity, [min(peak, bandwidth * i) for i in intensity], "k-",
-              label=f"roof: {bandwidth:.1f} GB/s × intensity, ≤ {peak:.0f} GFLOP/s")
+    ax.loglog(
+        intensity,
+        [min(peak, bandwidth * i) for i in intensity],
+        "k-",
+        label=f"roof: {bandwidth:.1f} GB/s × intensity, ≤ {peak:.0f} GFLOP/s",
+    )
     for (who, dtype, tokens_per_s), marker in zip(DECODING_RUN["decoders"], "sDo^v"):
         per_token = bytes_per_token(config, dtype)
         achieved = tokens_per_s * 2 * weights / 1e9  # 2 FLOPs per weight: GFLOP/s
         share = tokens_per_s / (bandwidth * 1e9 / per_token)  # of the roof's tokens/s
         label = f"{who}, {dtype}: {tokens_per_s:.1f} tokens/s, {share:.0%} of the roof"
-        ax.loglog([2 * weights / per_token], [achieved], marker=marker, linestyle="none",
-                  label=label)
+        ax.loglog(
+            [2 * weights / per_token],
+            [achieved],
+            marker=marker,
+            linestyle="none",
+            label=label,
+        )
     ax.set_xlabel("arithmetic intensity (FLOPs per byte of weights)")
     ax.set_ylabel("GFLOP/s")
     ax.set_title(DECODING_RUN["run"], fontsize=8)

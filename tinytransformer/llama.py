@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/11-to-llama.md
 """Llama's building blocks: RMSNorm, rotary position embeddings, SwiGLU (chapter 11c).
 

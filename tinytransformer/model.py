@@ -1,6 +1,7 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/06-model.md
-"""The complete GPT model: configuration, initialisation, parameter count, generation (chapter 6)."""
+"""The complete GPT model: configuration, initialisation, parameter count, generation
+(chapter 6)."""
 
 import math
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ if TYPE_CHECKING:  # for the type hints only: chapter 10's module imports this o
     from tinytransformer.generation import SamplingOptions
 
 MAX_SEQ_LEN = 16_384
-"""The longest context the model accepts: its causal mask is a (T, T) table of booleans, 256 MiB at this length."""
+"""The longest context the model accepts: its causal mask is a (T, T) table of booleans,
+256 MiB at this length."""
 
 
 @dataclass
@@ -31,16 +33,23 @@ class GPTConfig:
         d_model: Width of the residual stream.
         n_layers: Number of blocks.
         n_heads: Attention heads per block; must divide ``d_model``.
-        d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 * d_model``
+        d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 *
+            d_model``
             (``8 * d_model // 3`` with ``mlp="swiglu"``, chapter 11c).
-        dropout: Dropout probability (embeddings, attention output, feed-forward output).
+        dropout: Dropout probability (embeddings, attention output, feed-forward
+            output).
         bias: Whether linear layers and LayerNorms have biases (GPT-2: yes).
-        tie_weights: Share the token embedding matrix with the output projection (GPT-2: yes).
-        pre_norm: Pre-LN blocks (GPT-2) when ``True``, Post-LN (original transformer) when ``False``.
+        tie_weights: Share the token embedding matrix with the output projection (GPT-2:
+            yes).
+        pre_norm: Pre-LN blocks (GPT-2) when ``True``, Post-LN (original transformer)
+            when ``False``.
         layer_norm_eps: Epsilon of every LayerNorm.
-        fast_attention: Compute attention with PyTorch's fused kernel instead of chapter 1's code
-            (chapter 12); the outputs are the same, the training presets turn it on for speed.
-        gelu_approximate: ``"tanh"`` for GPT-2's approximate GELU, ``"none"`` for the exact GELU
+        fast_attention: Compute attention with PyTorch's fused kernel instead of chapter
+            1's code
+            (chapter 12); the outputs are the same, the training presets turn it on for
+            speed.
+        gelu_approximate: ``"tanh"`` for GPT-2's approximate GELU, ``"none"`` for the
+            exact GELU
             (nanoGPT's; faster on a CPU, chapter 12).
         weight_init: ``"gpt2"`` for GPT-2's initialisation, ``"xavier"`` for the Xavier
             initialisation the original transformer used (see ``GPT.init_weights``).
@@ -53,11 +62,13 @@ class GPTConfig:
         rope_theta: Base of the rotary embeddings' wavelengths (``position="rope"``).
 
     Raises:
-        ValueError: If a size is not a positive integer, ``n_heads`` does not divide ``d_model``,
+        ValueError: If a size is not a positive integer, ``n_heads`` does not divide
+            ``d_model``,
             ``dropout`` is outside ``[0, 1)``, ``gelu_approximate`` is neither
             ``"tanh"`` nor ``"none"``, ``weight_init`` is neither ``"gpt2"`` nor
             ``"xavier"``, or an option of chapter 11c is unknown or does not fit
-            (``n_kv_heads`` must divide ``n_heads``; rotary embeddings need an even ``d_head``).
+            (``n_kv_heads`` must divide ``n_heads``; rotary embeddings need an even
+            ``d_head``).
     """
 
     vocab_size: int = 50257
@@ -91,37 +102,57 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_seq_len > MAX_SEQ_LEN:  # checked before the (T, T) causal mask is allocated
-            raise ValueError(f"max_seq_len is at most {MAX_SEQ_LEN:,} (the causal mask alone would take "
-                             f"{self.max_seq_len**2 / 2**30:.1f} GiB), got {self.max_seq_len:,}")
+        # checked before the (T, T) causal mask is allocated
+        if self.max_seq_len > MAX_SEQ_LEN:
+            raise ValueError(
+                f"max_seq_len is at most {MAX_SEQ_LEN:,} (the causal mask alone would"
+                f" take {self.max_seq_len**2 / 2**30:.1f} GiB), got"
+                f" {self.max_seq_len:,}"
+            )
         if self.d_model % self.n_heads != 0:
-            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 < self.layer_norm_eps < float("inf"):
-            raise ValueError(f"layer_norm_eps must be a small positive number, got {self.layer_norm_eps!r}")
+            raise ValueError(
+                "layer_norm_eps must be a small positive number, got"
+                f" {self.layer_norm_eps!r}"
+            )
         if self.gelu_approximate not in ("tanh", "none"):
-            raise ValueError(f"gelu_approximate must be 'tanh' (GPT-2) or 'none' (exact GELU), "
-                             f"got {self.gelu_approximate!r}")
+            raise ValueError(
+                "gelu_approximate must be 'tanh' (GPT-2) or 'none' (exact GELU), "
+                f"got {self.gelu_approximate!r}"
+            )
         if self.weight_init not in ("gpt2", "xavier"):
             raise ValueError(
-                f"weight_init must be 'gpt2' or 'xavier', got {self.weight_init!r}")
+                f"weight_init must be 'gpt2' or 'xavier', got {self.weight_init!r}"
+            )
         self._check_llama_options()
 
     def _check_llama_options(self) -> None:
         """Refuse an unknown or unfitting value of chapter 11c's options."""
-        options = {"norm": ("layernorm", "rmsnorm"), "position": ("learned", "rope"),
-                   "mlp": ("gelu", "swiglu")}
+        options = {
+            "norm": ("layernorm", "rmsnorm"),
+            "position": ("learned", "rope"),
+            "mlp": ("gelu", "swiglu"),
+        }
         for name, choices in options.items():
             if getattr(self, name) not in choices:
                 allowed = ", ".join(map(repr, choices))
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         if self.n_heads % self.n_kv_heads != 0:
-            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide "
-                             f"n_heads ({self.n_heads})")
+            raise ValueError(
+                f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"
+            )
         if self.position == "rope" and self.d_head % 2:
-            raise ValueError(f"rotary embeddings turn pairs of features: d_head "
-                             f"({self.d_head}) must be even")
+            raise ValueError(
+                "rotary embeddings turn pairs of features: d_head "
+                f"({self.d_head}) must be even"
+            )
         if not 1.0 < self.rope_theta < float("inf"):
             raise ValueError(f"rope_theta must be above 1, got {self.rope_theta!r}")
 
@@ -138,70 +169,108 @@ class GPT(nn.Module):
         config: The architecture; see [`GPTConfig`][tinytransformer.model.GPTConfig].
     """
 
-    mask: Tensor  # the causal mask, (max_seq_len, max_seq_len): a buffer, saved with the model but not trained
+    # the causal mask, (max_seq_len, max_seq_len): a buffer, saved with the model but
+    # not trained
+    mask: Tensor
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
         rotary = config.position == "rope"  # chapter 11c: positions enter in attention
-        self.embeddings = Embeddings(config.vocab_size, config.max_seq_len,
-                                     config.d_model, config.dropout,
-                                     learned_positions=not rotary)
+        self.embeddings = Embeddings(
+            config.vocab_size,
+            config.max_seq_len,
+            config.d_model,
+            config.dropout,
+            learned_positions=not rotary,
+        )
         self.blocks = nn.ModuleList(
-            Block(d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout,
-                  bias=config.bias, pre_norm=config.pre_norm, layer_norm_eps=config.layer_norm_eps,
-                  fast_attention=config.fast_attention,
-                  gelu_approximate=config.gelu_approximate,
-                  norm=config.norm, mlp=config.mlp,  # these three: chapter 11c
-                  n_kv_heads=config.n_kv_heads,
-                  rope_theta=config.rope_theta if rotary else None)
+            Block(
+                d_model=config.d_model,
+                n_heads=config.n_heads,
+                d_ff=config.d_ff,
+                dropout=config.dropout,
+                bias=config.bias,
+                pre_norm=config.pre_norm,
+                layer_norm_eps=config.layer_norm_eps,
+                fast_attention=config.fast_attention,
+                gelu_approximate=config.gelu_approximate,
+                norm=config.norm,
+                mlp=config.mlp,  # these three: chapter 11c
+                n_kv_heads=config.n_kv_heads,
+                rope_theta=config.rope_theta if rotary else None,
+            )
             for _ in range(config.n_layers)
         )
-        self.final_norm = norm_layer(config.norm, config.d_model, config.layer_norm_eps,
-                                     config.bias)
+        self.final_norm = norm_layer(
+            config.norm, config.d_model, config.layer_norm_eps, config.bias
+        )
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.embeddings.token_embedding.weight
         self.register_buffer("mask", causal_mask(config.max_seq_len), persistent=False)
         self.init_weights()
 
-    def forward(self, token_ids: Tensor, targets: Tensor | None = None,
-                kv_caches: list[KVCache] | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """Compute next-token logits at every position, and with ``targets`` the loss (chapter 8).
+    def forward(
+        self,
+        token_ids: Tensor,
+        targets: Tensor | None = None,
+        kv_caches: list[KVCache] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Compute next-token logits at every position, and with ``targets`` the loss
+        (chapter 8).
 
         Args:
             token_ids: Integer tensor of shape ``(B, T)`` with ``T <= max_seq_len``.
-            targets: The tokens that should come next, ``(B, T)``: ``token_ids`` shifted by one.
-            kv_caches: When generating (chapter 10), one [`KVCache`][tinytransformer.attention.KVCache]
-                per block; ``token_ids`` then continues the positions already in the caches.
+            targets: The tokens that should come next, ``(B, T)``: ``token_ids`` shifted
+                by one.
+            kv_caches: When generating (chapter 10), one
+                [`KVCache`][tinytransformer.attention.KVCache]
+                per block; ``token_ids`` then continues the positions already in the
+                caches.
 
         Returns:
-            Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at ``t + 1``. Given
-            ``targets``, the pair ``(logits, loss)``: the loss is the mean cross-entropy over every
+            Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at
+            ``t + 1``. Given
+            ``targets``, the pair ``(logits, loss)``: the loss is the mean cross-entropy
+            over every
             position, computed in float32.
 
         Raises:
-            ValueError: If ``token_ids`` is not a 2-D integer tensor, if it is longer than
-                ``max_seq_len`` (counting cached positions), or if ``kv_caches`` does not hold one
+            ValueError: If ``token_ids`` is not a 2-D integer tensor, if it is longer
+                than
+                ``max_seq_len`` (counting cached positions), or if ``kv_caches`` does
+                not hold one
                 cache per block.
         """
         start_pos = 0
         if kv_caches is not None:
             if len(kv_caches) != len(self.blocks):
-                raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block")
+                raise ValueError(
+                    f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks;"
+                    " pass one per block"
+                )
             start_pos = kv_caches[0].seq_len  # positions already cached
         x = self.embeddings(token_ids, start_pos)  # (B, T) -> (B, T, d_model)
         end_pos = start_pos + token_ids.shape[1]
-        # (T, T_k): new positions see every earlier one; a single new token sees all, so needs no mask (chapter 10)
-        mask = None if token_ids.shape[1] == 1 else self.mask[start_pos:end_pos, :end_pos]
-        caches: list[KVCache | None] = list(kv_caches) if kv_caches is not None else [None] * len(self.blocks)
-        is_causal = start_pos == 0  # the mask is the plain triangle: the fused kernel may mask by itself (chapter 4)
+        # (T, T_k): new positions see every earlier one; a single new token sees all, so
+        # needs no mask (chapter 10)
+        mask = (
+            None if token_ids.shape[1] == 1 else self.mask[start_pos:end_pos, :end_pos]
+        )
+        caches: list[KVCache | None] = (
+            list(kv_caches) if kv_caches is not None else [None] * len(self.blocks)
+        )
+        # the mask is the plain triangle: the fused kernel may mask by itself (chapter
+        # 4)
+        is_causal = start_pos == 0
         for block, kv_cache in zip(self.blocks, caches):
             x = block(x, mask, kv_cache, is_causal)  # (B, T, d_model)
         logits = self.lm_head(self.final_norm(x))  # (B, T, d_model) -> (B, T, V)
         if targets is None:
             return logits
-        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())  # (B·T, V) against (B·T,)
+        # (B·T, V) against (B·T,)
+        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     def init_weights(self) -> None:
         """Initialise the parameters as ``config.weight_init`` says.
@@ -239,32 +308,49 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Extend ``token_ids`` by up to ``max_new_tokens`` tokens, one at a time.
 
-        The model is in evaluation mode (no dropout) while generating, then restored. The loop is
-        [`generate_tokens`][tinytransformer.generation.generate_tokens], which yields the tokens as
+        The model is in evaluation mode (no dropout) while generating, then restored.
+        The loop is
+        [`generate_tokens`][tinytransformer.generation.generate_tokens], which yields
+        the tokens as
         they come, for streaming.
 
         Args:
-            token_ids: Prompts of shape ``(B, T)`` with ``T >= 1``, one row per sequence.
+            token_ids: Prompts of shape ``(B, T)`` with ``T >= 1``, one row per
+                sequence.
             max_new_tokens: Most tokens to append; at least 1.
-            options: How each token is chosen — temperature, top-k, top-p, greedy — and the end-of-text
+            options: How each token is chosen — temperature, top-k, top-p, greedy — and
+                the end-of-text
                 token that finishes a row (chapter 10's
-                [`SamplingOptions`][tinytransformer.generation.SamplingOptions]); ``None`` samples the
+                [`SamplingOptions`][tinytransformer.generation.SamplingOptions]);
+                ``None`` samples the
                 model's own distribution.
             generator: Random generator for reproducible sampling.
-            use_cache: Reuse the keys and values of earlier positions (the KV cache). ``False``
-                recomputes the whole context at every step, with the same result, more slowly.
+            use_cache: Reuse the keys and values of earlier positions (the KV cache).
+                ``False``
+                recomputes the whole context at every step, with the same result, more
+                slowly.
 
         Returns:
-            Tensor of shape ``(B, T + n)``: the prompts followed by ``n`` new tokens, where
-            ``n = max_new_tokens`` unless every row reached the end-of-text token sooner.
+            Tensor of shape ``(B, T + n)``: the prompts followed by ``n`` new tokens,
+            where
+            ``n = max_new_tokens`` unless every row reached the end-of-text token
+            sooner.
 
         Raises:
-            ValueError: If the prompt is empty or not ``(B, T)``, or ``max_new_tokens < 1``.
+            ValueError: If the prompt is empty or not ``(B, T)``, or ``max_new_tokens <
+                1``.
         """
-        from tinytransformer.generation import SamplingOptions, generate_tokens  # chapter 10, on first use
+        # chapter 10, on first use
+        from tinytransformer.generation import SamplingOptions, generate_tokens
 
-        new_tokens = generate_tokens(self, token_ids, max_new_tokens, options or SamplingOptions(),
-                                     generator=generator, use_cache=use_cache)
+        new_tokens = generate_tokens(
+            self,
+            token_ids,
+            max_new_tokens,
+            options or SamplingOptions(),
+            generator=generator,
+            use_cache=use_cache,
+        )
         return torch.cat([token_ids, *new_tokens], dim=1)  # (B, T + n)
 
     def num_parameters(self) -> int:
@@ -273,7 +359,8 @@ class GPT(nn.Module):
 
 
 def count_parameters(config: GPTConfig) -> int:
-    """Parameter count of a [`GPT`][tinytransformer.model.GPT] built from ``config``, by formula.
+    """Parameter count of a [`GPT`][tinytransformer.model.GPT] built from ``config``, by
+    formula.
 
     Args:
         config: The architecture.
@@ -293,7 +380,12 @@ def count_parameters(config: GPTConfig) -> int:
     layer_norms = 2 * norm
     final_norm = norm
     lm_head = 0 if config.tie_weights else config.vocab_size * d
-    return embeddings + config.n_layers * (attention + feed_forward + layer_norms) + final_norm + lm_head
+    return (
+        embeddings
+        + config.n_layers * (attention + feed_forward + layer_norms)
+        + final_norm
+        + lm_head
+    )
 
 
 GPT2_SIZES: dict[str, dict[str, Any]] = {
@@ -311,20 +403,27 @@ def gpt2_config(size: str = "small") -> GPTConfig:
         size: One of ``"small"``, ``"medium"``, ``"large"``, ``"xl"``.
 
     Returns:
-        The [`GPTConfig`][tinytransformer.model.GPTConfig] with GPT-2's vocabulary and context.
+        The [`GPTConfig`][tinytransformer.model.GPTConfig] with GPT-2's vocabulary and
+        context.
 
     Raises:
         ValueError: If ``size`` is not one of the four names.
     """
     if size not in GPT2_SIZES:
-        raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_SIZES)}")
+        raise ValueError(
+            f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_SIZES)}"
+        )
     return GPTConfig(**GPT2_SIZES[size])
 
 
-def block_gradient_norms(config: GPTConfig, batch_size: int = 8, seed: int = 0) -> Tensor:
-    """Gradient norm of each block's first feed-forward weight in a freshly initialised model.
+def block_gradient_norms(
+    config: GPTConfig, batch_size: int = 8, seed: int = 0
+) -> Tensor:
+    """Gradient norm of each block's first feed-forward weight in a freshly initialised
+    model.
 
-    One forward and backward pass of the next-token loss on random tokens. The global random state
+    One forward and backward pass of the next-token loss on random tokens. The global
+    random state
     is left as it was.
 
     Args:
@@ -333,14 +432,24 @@ def block_gradient_norms(config: GPTConfig, batch_size: int = 8, seed: int = 0) 
         seed: Seeds the initialisation and the tokens.
 
     Returns:
-        Tensor of shape ``(n_layers,)``: the norm of the gradient of ``blocks[l].mlp.fc_in.weight``.
+        Tensor of shape ``(n_layers,)``: the norm of the gradient of
+        ``blocks[l].mlp.fc_in.weight``.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(config)
-    tokens = torch.randint(0, config.vocab_size, (batch_size, config.max_seq_len + 1),
-                           generator=torch.Generator().manual_seed(seed))
+    tokens = torch.randint(
+        0,
+        config.vocab_size,
+        (batch_size, config.max_seq_len + 1),
+        generator=torch.Generator().manual_seed(seed),
+    )
     _, loss = model(tokens[:, :-1], tokens[:, 1:])
     loss.backward()
-    weights = [model.get_parameter(f"blocks.{i}.mlp.fc_in.weight") for i in range(config.n_layers)]
-    return torch.stack([weight.grad.norm() for weight in weights if weight.grad is not None])
+    weights = [
+        model.get_parameter(f"blocks.{i}.mlp.fc_in.weight")
+        for i in range(config.n_layers)
+    ]
+    return torch.stack(
+        [weight.grad.norm() for weight in weights if weight.grad is not None]
+    )

@@ -1,4 +1,4 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/11-to-llama.md
 """Load Hugging Face GPT-2 or Llama-family checkpoints with their tokenizers (11c)."""
 

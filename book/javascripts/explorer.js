@@ -1,25 +1,48 @@
-// Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+// Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 //   book/appendix-browser.md
-// The Explorer page (book/explorer.md): the prompt, the next-character bars, the attention map, generation.
-import { PromptError, encodePrompt, forward, generateTokens, loadModel, nextTokenProbabilities, seededRandom }
-  from "./tinytransformer.js";
+// The Explorer page (book/explorer.md): the prompt, the next-character bars, the
+// attention map, generation.
+import {
+  PromptError,
+  encodePrompt,
+  forward,
+  generateTokens,
+  loadModel,
+  nextTokenProbabilities,
+  seededRandom,
+} from "./tinytransformer.js";
 
 const $ = (id) => document.getElementById(`explorer-${id}`);
-const SHOWN = { "\n": "⏎", " ": "␣" }; // characters that would otherwise be invisible in a label
+// characters that would otherwise be invisible in a label
+const SHOWN = { "\n": "⏎", " ": "␣" };
 const label = (char) => SHOWN[char] ?? char;
-const state = { model: null, prompt: null, ids: [], logits: null, probabilities: null, attnWeights: [] };
+const state = {
+  model: null,
+  prompt: null,
+  ids: [],
+  logits: null,
+  probabilities: null,
+  attnWeights: [],
+};
 window.tinyExplorer = state;
 
 async function start() {
   const model = await loadModel(new URL("../explorer/manifest.json", import.meta.url));
   const { config, manifest } = model;
   const { step, val_loss } = manifest.checkpoint ?? {};
-  $("model").textContent = `${config.n_layers} layers, ${config.n_heads} heads, d_model ${config.d_model}, ` +
-    `context ${config.max_seq_len} characters, ${manifest.parameters.toLocaleString("en")} parameters ` +
-    `(${manifest.dtype})` + (step ? `, trained ${step} steps, validation loss ${val_loss?.toFixed(3)}` : "");
+  $("model").textContent =
+    `${config.n_layers} layers, ${config.n_heads} heads, d_model ${config.d_model}, ` +
+    `context ${config.max_seq_len} characters, ` +
+    `${manifest.parameters.toLocaleString("en")} parameters ` +
+    `(${manifest.dtype})` +
+    (step ? `, trained ${step} steps, validation loss ${val_loss?.toFixed(3)}` : "");
   $("command").textContent = manifest.command ?? "";
-  $("layer").replaceChildren(...[...Array(config.n_layers).keys()].map((l) => new Option(`layer ${l}`, l)));
-  $("head").replaceChildren(...[...Array(config.n_heads).keys()].map((h) => new Option(`head ${h}`, h)));
+  $("layer").replaceChildren(
+    ...[...Array(config.n_layers).keys()].map((l) => new Option(`layer ${l}`, l)),
+  );
+  $("head").replaceChildren(
+    ...[...Array(config.n_heads).keys()].map((h) => new Option(`head ${h}`, h)),
+  );
   $("top-k").max = config.vocab_size;
   $("top-k").value = config.vocab_size;
   state.model = model;
@@ -27,7 +50,9 @@ async function start() {
     $(id).addEventListener("input", update);
   }
   $("prompt").addEventListener("input", stopGenerating);
-  $("generate").addEventListener("click", () => (generating ? stopGenerating() : generate()));
+  $("generate").addEventListener("click", () =>
+    generating ? stopGenerating() : generate(),
+  );
   update();
   $("root").dataset.state = "ready";
 }
@@ -36,18 +61,27 @@ function samplingOptions() {
   const temperature = Number($("temperature").value);
   const topK = Number($("top-k").value);
   const topP = Number($("top-p").value);
-  $("temperature-value").textContent = temperature === 0 ? "0 (greedy)" : temperature.toFixed(2);
-  $("top-k-value").textContent = topK >= state.model.config.vocab_size ? `${topK} (off)` : topK;
+  $("temperature-value").textContent =
+    temperature === 0 ? "0 (greedy)" : temperature.toFixed(2);
+  $("top-k-value").textContent =
+    topK >= state.model.config.vocab_size ? `${topK} (off)` : topK;
   $("top-p-value").textContent = topP >= 1 ? "1 (off)" : topP.toFixed(2);
   return {
-    temperature, greedy: temperature === 0,
-    topK: topK >= state.model.config.vocab_size ? null : topK, topP: topP >= 1 ? null : topP,
+    temperature,
+    greedy: temperature === 0,
+    topK: topK >= state.model.config.vocab_size ? null : topK,
+    topP: topP >= 1 ? null : topP,
   };
 }
 
 let pending = false;
-function update() { // at most one forward pass per frame, however fast the reader types
-  if (!pending) requestAnimationFrame(() => { pending = false; render(); });
+function update() {
+  // at most one forward pass per frame, however fast the reader types
+  if (!pending)
+    requestAnimationFrame(() => {
+      pending = false;
+      render();
+    });
   pending = true;
 }
 
@@ -65,7 +99,13 @@ function render() {
   const prompt = $("prompt").value;
   const options = samplingOptions();
   $("notes").replaceChildren();
-  Object.assign(state, { prompt, ids: [], logits: null, probabilities: null, attnWeights: [] });
+  Object.assign(state, {
+    prompt,
+    ids: [],
+    logits: null,
+    probabilities: null,
+    attnWeights: [],
+  });
   let ids;
   try {
     ids = encodePrompt(model.tokenizer, prompt);
@@ -74,24 +114,39 @@ function render() {
     const remove = document.createElement("button");
     remove.textContent = "Remove them";
     remove.addEventListener("click", () => {
-      $("prompt").value = [...prompt].filter((char) => model.tokenizer.ids.has(char)).join("");
+      $("prompt").value = [...prompt]
+        .filter((char) => model.tokenizer.ids.has(char))
+        .join("");
       update();
     });
-    note(error.kind, `${error.message[0].toUpperCase()}${error.message.slice(1)}.`, error.kind === "unknown" && remove);
+    note(
+      error.kind,
+      `${error.message[0].toUpperCase()}${error.message.slice(1)}.`,
+      error.kind === "unknown" && remove,
+    );
     drawBars([], null, null);
     drawHeatmap([], null);
     return;
   }
   const maxSeqLen = model.config.max_seq_len;
   if (ids.length > maxSeqLen) {
-    note("cropped", `The prompt has ${ids.length} characters and the model's context holds ${maxSeqLen} ` +
-      `(max_seq_len): it reads the last ${maxSeqLen}, as generate crops a prompt; the map shows those.`);
+    note(
+      "cropped",
+      `The prompt has ${ids.length} characters and the model's context holds ` +
+        `${maxSeqLen} (max_seq_len): it reads the last ${maxSeqLen}, as generate ` +
+        "crops a prompt; the map shows those.",
+    );
     ids = ids.slice(-maxSeqLen);
   }
   const { logits, attnWeights } = forward(model, ids);
   const V = model.config.vocab_size;
   const last = logits.slice((ids.length - 1) * V); // the logits of the next character
-  Object.assign(state, { ids, logits: last, attnWeights, probabilities: nextTokenProbabilities(last, options) });
+  Object.assign(state, {
+    ids,
+    logits: last,
+    attnWeights,
+    probabilities: nextTokenProbabilities(last, options),
+  });
   drawBars(model.tokenizer.chars, nextTokenProbabilities(last), state.probabilities);
   drawHeatmap(model.tokenizer.decode(ids), attnWeights[Number($("layer").value)]);
 }
@@ -101,27 +156,37 @@ function span(className, textContent = "") {
 }
 
 function drawBars(chars, model, shaped) {
-  const top = model ? [...model.keys()].sort((a, b) => model[b] - model[a] || a - b).slice(0, 10) : [];
-  $("bars").replaceChildren(...top.map((id) => {
-    const row = document.createElement("div");
-    row.className = "tt-bar";
-    row.dataset.token = chars[id];
-    row.title = `${JSON.stringify(chars[id])}: model ${(100 * model[id]).toFixed(2)} %, ` +
-      `with these settings ${(100 * shaped[id]).toFixed(2)} %`;
-    const [track, raw, drawn] = [span("tt-bar-track"), span("tt-bar-model"), span("tt-bar-shaped")];
-    raw.style.width = `${100 * model[id]}%`;
-    drawn.style.width = `${100 * shaped[id]}%`;
-    track.append(raw, drawn);
-    const value = span("tt-bar-value", `${(100 * shaped[id]).toFixed(1)} %`);
-    row.append(span("tt-bar-label", label(chars[id])), track, value);
-    return row;
-  }));
+  const top = model
+    ? [...model.keys()].sort((a, b) => model[b] - model[a] || a - b).slice(0, 10)
+    : [];
+  $("bars").replaceChildren(
+    ...top.map((id) => {
+      const row = document.createElement("div");
+      row.className = "tt-bar";
+      row.dataset.token = chars[id];
+      row.title =
+        `${JSON.stringify(chars[id])}: model ${(100 * model[id]).toFixed(2)} %, ` +
+        `with these settings ${(100 * shaped[id]).toFixed(2)} %`;
+      const [track, raw, drawn] = [
+        span("tt-bar-track"),
+        span("tt-bar-model"),
+        span("tt-bar-shaped"),
+      ];
+      raw.style.width = `${100 * model[id]}%`;
+      drawn.style.width = `${100 * shaped[id]}%`;
+      track.append(raw, drawn);
+      const value = span("tt-bar-value", `${(100 * shaped[id]).toFixed(1)} %`);
+      row.append(span("tt-bar-label", label(chars[id])), track, value);
+      return row;
+    }),
+  );
 }
 
 const SVG = "http://www.w3.org/2000/svg";
 function svg(name, attributes, text) {
   const element = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attributes))
+    element.setAttribute(key, value);
   if (text !== undefined) element.textContent = text;
   return element;
 }
@@ -130,22 +195,46 @@ function drawHeatmap(text, layerWeights) {
   const chars = [...text];
   const T = chars.length;
   const head = Number($("head").value);
-  const cell = 12, margin = 16;
-  const map = svg("svg", { viewBox: `0 0 ${margin + T * cell} ${margin + T * cell}`, class: "tt-heatmap",
-    role: "img", "aria-label": `attention weights of ${T} positions`, "data-rows": T, "data-cols": T });
-  map.style.maxWidth = `${(margin + T * cell) * 2.5}px`; // large for a short prompt, never wider than the page
+  const cell = 12,
+    margin = 16;
+  const map = svg("svg", {
+    viewBox: `0 0 ${margin + T * cell} ${margin + T * cell}`,
+    class: "tt-heatmap",
+    role: "img",
+    "aria-label": `attention weights of ${T} positions`,
+    "data-rows": T,
+    "data-cols": T,
+  });
+  // large for a short prompt, never wider than the page
+  map.style.maxWidth = `${(margin + T * cell) * 2.5}px`;
   chars.forEach((char, i) => {
     const at = margin + i * cell + cell / 2;
-    map.append(svg("text", { x: margin / 2, y: at, class: "tt-row-label" }, label(char)));
-    map.append(svg("text", { x: at, y: margin / 2, class: "tt-col-label" }, label(char)));
+    map.append(
+      svg("text", { x: margin / 2, y: at, class: "tt-row-label" }, label(char)),
+    );
+    map.append(
+      svg("text", { x: at, y: margin / 2, class: "tt-col-label" }, label(char)),
+    );
   });
   for (let i = 0; i < T; i++) {
     for (let j = 0; j <= i; j++) {
       const weight = layerWeights[(head * T + i) * T + j];
-      const rect = svg("rect", { x: margin + j * cell, y: margin + i * cell, width: cell, height: cell,
-        class: "tt-cell", "fill-opacity": weight.toFixed(3) });
-      rect.append(svg("title", {}, `${JSON.stringify(chars[i])} (${i}) attends to ${JSON.stringify(chars[j])} ` +
-        `(${j}): ${weight.toFixed(3)}`));
+      const rect = svg("rect", {
+        x: margin + j * cell,
+        y: margin + i * cell,
+        width: cell,
+        height: cell,
+        class: "tt-cell",
+        "fill-opacity": weight.toFixed(3),
+      });
+      rect.append(
+        svg(
+          "title",
+          {},
+          `${JSON.stringify(chars[i])} (${i}) attends to ${JSON.stringify(chars[j])} ` +
+            `(${j}): ${weight.toFixed(3)}`,
+        ),
+      );
       map.append(rect);
     }
   }
@@ -159,12 +248,19 @@ async function generate() {
   try {
     ids = encodePrompt(state.model.tokenizer, $("prompt").value);
   } catch (error) {
-    if (error instanceof PromptError) return; // the note under the prompt already says why
+    // the note under the prompt already says why
+    if (error instanceof PromptError) return;
     throw error;
   }
   const run = (generating = {});
   const random = seededRandom(Number($("seed").value));
-  const steps = generateTokens(state.model, ids, Number($("max-new-tokens").value), samplingOptions(), random);
+  const steps = generateTokens(
+    state.model,
+    ids,
+    Number($("max-new-tokens").value),
+    samplingOptions(),
+    random,
+  );
   $("generate").textContent = "Stop";
   let drawn = performance.now();
   for (const next of steps) {
@@ -174,7 +270,8 @@ async function generate() {
       update();
       drawn = performance.now();
     }
-    await new Promise((resolve) => setTimeout(resolve)); // let the page draw and hear the Stop button
+    // let the page draw and hear the Stop button
+    await new Promise((resolve) => setTimeout(resolve));
   }
   update();
   if (generating === run) stopGenerating();

@@ -1,6 +1,7 @@
-# Generated from the book by `tinytransformer tangle`; edit these chapters, not this file:
+# Generated from the book by `tinytransformer tangle`; edit these chapters instead:
 #   book/11-lora.md
-"""``tinytransformer merge`` (chapter 11b): fold LoRA adapters into a plain checkpoint."""
+"""``tinytransformer merge`` (chapter 11b): LoRA adapters folded into a plain
+checkpoint."""
 
 import argparse
 from pathlib import Path
@@ -10,7 +11,8 @@ from tinytransformer.lora import merge_lora
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    """``tinytransformer merge``: write an adapter checkpoint's merged model to ``--out``."""
+    """``tinytransformer merge``: write an adapter checkpoint's merged model to
+    ``--out``."""
     path = (
         args.checkpoint / "checkpoint.pt"
         if args.checkpoint.is_dir()
@@ -42,9 +44,11 @@ def add_merge_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "merge",
         help="merge a LoRA run's adapters into a plain checkpoint",
-        description="Load a checkpoint of LoRA adapters (tinytransformer train --lora) "
-        "with the base weights it names, fold the adapters into them, and write a plain "
-        "checkpoint that generate and --init read.",
+        description=(
+            "Load a checkpoint of LoRA adapters (tinytransformer train --lora) with the"
+            " base weights it names, fold the adapters into them, and write a plain"
+            " checkpoint that generate and --init read."
+        ),
     )
     parser.add_argument(
         "checkpoint",
