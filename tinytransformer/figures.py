@@ -825,3 +825,30 @@ def draw_decoding_roofline() -> Figure:
     ax.set_title(DECODING_RUN["run"], fontsize=8)
     ax.legend(frameon=False, fontsize=7, loc="lower right")
     return fig
+
+
+SPEEDRUN_FILE = (
+    Path(__file__).parents[1] / "book" / "measurements" / "speedrun-curves.json"
+)
+
+
+@figure("speedrun-curves")
+def draw_speedrun_curves() -> Figure:
+    """Chapter 12: training loss against seconds, our speedrun's seeds and nanoGPT."""
+    record = json.loads(SPEEDRUN_FILE.read_text(encoding="utf-8"))
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for name, points in record["curves"].items():
+        seconds, losses = zip(*points)
+        reference = name.startswith("nanoGPT")
+        label = f"{name}: validation {record['final_val_loss'][name]:.3f}"
+        ax.plot(seconds, losses, color="#e65100" if reference else "#3949ab",
+                linestyle="--" if reference else "-", linewidth=1, label=label)
+    ax.axhline(1.886, color="k", linewidth=0.6, linestyle=":")
+    ax.axvline(60, color="k", linewidth=0.6, linestyle=":")
+    ax.set_ylim(1.4, 3.0)
+    ax.set_xlabel("seconds in the training loop")
+    ax.set_ylabel("training loss (mean of 50 steps)")
+    ax.set_title(record["run"], fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
+    return fig
