@@ -281,6 +281,31 @@ def read_weights(directory: Path) -> dict[str, Tensor]:
     )
 
 
+def read_config(directory: Path) -> dict[str, Any]:
+    """The settings in a pretrained directory's ``config.json``.
+
+    Raises:
+        FileNotFoundError: If there is no ``config.json``.
+        ValueError: If it is not a JSON object.
+    """
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} not found; a pretrained directory holds config.json"
+            " and model.safetensors"
+        )
+    try:
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"{config_file} holds a JSON {type(settings).__name__}, not the object of"
+            " settings of a Hugging Face config.json"
+        )
+    return settings
+
+
 def read_checkpoint(directory: Path) -> tuple[GPTConfig, dict[str, Tensor]]:
     """Read a Hugging Face GPT-2 pretrained directory: ``config.json`` and the weights.
 
@@ -294,23 +319,7 @@ def read_checkpoint(directory: Path) -> tuple[GPTConfig, dict[str, Tensor]]:
         FileNotFoundError: If ``config.json`` or the weights are missing.
         ValueError: If a file cannot be parsed or describes a model we cannot represent.
     """
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{config_file} not found; a GPT-2 pretrained directory holds config.json"
-            " and model.safetensors"
-        )
-    try:
-        settings = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
-    if not isinstance(settings, dict):
-        raise ValueError(
-            f"{config_file} holds a JSON {type(settings).__name__}, not the object of"
-            " settings of a Hugging Face config.json"
-        )
-    config = config_from_hf(settings)
-    return config, read_weights(directory)
+    return config_from_hf(read_config(directory)), read_weights(directory)
 
 
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")

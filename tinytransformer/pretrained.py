@@ -2,7 +2,6 @@
 #   book/11-to-llama.md
 """Load Hugging Face GPT-2 or Llama-family checkpoints with their tokenizers (11c)."""
 
-import json
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tinytransformer.gpt2 import HUB_NAME, load_gpt2, read_weights
+from tinytransformer.gpt2 import HUB_NAME, load_gpt2, read_config, read_weights
 from tinytransformer.model import GPT, GPTConfig
 
 LLAMA_CONFIG_NAMES = {  # config.json name -> GPTConfig field
@@ -174,31 +173,6 @@ def llama_state_dict(
             + (f" and {len(names) - 8} more" if len(names) > 8 else "")
         )
     return ours
-
-
-def read_config(directory: Path) -> dict[str, Any]:
-    """The settings in a pretrained directory's ``config.json``.
-
-    Raises:
-        FileNotFoundError: If there is no ``config.json``.
-        ValueError: If it is not a JSON object.
-    """
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{config_file} not found; a pretrained directory holds config.json, "
-            "model.safetensors and tokenizer.json"
-        )
-    try:
-        settings = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
-    if not isinstance(settings, dict):
-        raise ValueError(
-            f"{config_file} holds a JSON {type(settings).__name__}, "
-            "not an object of settings"
-        )
-    return settings
 
 
 def load_llama(source: str | PathLike | nn.Module) -> GPT:
