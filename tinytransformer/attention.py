@@ -31,13 +31,11 @@ def scaled_dot_product_attention(
         k: Keys, shape ``(..., T_k, d_k)``.
         v: Values, shape ``(..., T_k, d_v)``.
         mask: Optional boolean mask broadcastable to ``(..., T_q, T_k)``; ``True`` where
-            a query may
-            attend to a key. Every query must be allowed at least one key.
+            a query may attend to a key. Every query must be allowed at least one key.
 
     Returns:
         ``(output, attn_weights)``: the output, shape ``(..., T_q, d_v)``, and the
-        attention weights,
-        shape ``(..., T_q, T_k)``, each row summing to one.
+        attention weights, shape ``(..., T_q, T_k)``, each row summing to one.
 
     Raises:
         ValueError: If the shapes of ``q``, ``k`` and ``v`` do not fit together.
@@ -65,8 +63,7 @@ def causal_mask(seq_len: int, device: torch.device | None = None) -> Tensor:
 
     Returns:
         Boolean tensor of shape ``(T, T)``; entry ``[i, j]`` is ``True`` when position
-        ``i`` may
-        attend to position ``j``, that is when ``j <= i``.
+        ``i`` may attend to position ``j``, that is when ``j <= i``.
     """
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
 
@@ -82,8 +79,7 @@ class MultiHeadAttention(nn.Module):
         bias: Whether the projections have biases.
         fast_attention: Compute attention with PyTorch's fused
             ``torch.nn.functional.scaled_dot_product_attention`` when the weights are
-            not requested
-            (chapter 12); the result is the same.
+            not requested (chapter 12); the result is the same.
         n_kv_heads: Heads of keys and values; fewer than ``n_heads`` is
             grouped-query attention (chapter 11c). ``None`` means ``n_heads``.
         rope_theta: With a value, rotate queries and keys by their positions, with
@@ -142,20 +138,18 @@ class MultiHeadAttention(nn.Module):
         Args:
             x: Input of shape ``(B, T, d_model)``.
             mask: Optional boolean mask broadcastable to ``(B, H, T, T_k)``, ``True``
-                where attending
-                is allowed (e.g.
+                where attending is allowed (e.g.
                 [`causal_mask`][tinytransformer.attention.causal_mask]).
             kv_cache: Keys and values of earlier positions, used when generating
-                (chapter 10). The
-                new keys and values are appended to it, and the queries attend to all
-                ``T_k = T_past + T`` of them. Without a cache, ``T_k = T``.
+                (chapter 10). The new keys and values are appended to it, and the
+                queries attend to all ``T_k = T_past + T`` of them. Without a cache,
+                ``T_k = T``.
             need_weights: Return the attention weights. Without them, a model built with
                 ``fast_attention`` uses the fused kernel, which never forms the weights.
             is_causal: A promise that ``mask`` is the plain causal triangle
-                (``causal_mask(T)``, no
-                cached positions before it). The fused kernel then masks by itself
-                (``is_causal=True``) instead of reading ``mask``; the result is the
-                same.
+                (``causal_mask(T)``, no cached positions before it). The fused kernel
+                then masks by itself (``is_causal=True``) instead of reading ``mask``;
+                the result is the same.
 
         Returns:
             ``(output, attn_weights)`` of shapes ``(B, T, d_model)`` and ``(B, H, T,
@@ -207,19 +201,16 @@ class KVCache:
     generating.
 
     [`MultiHeadAttention`][tinytransformer.attention.MultiHeadAttention], given a cache,
-    writes the
-    keys and values of its new positions into it and attends over all of them, so
-    earlier positions
-    are never computed twice. Room for ``max_seq_len`` positions is reserved at the
-    first update.
+    writes the keys and values of its new positions into it and attends over all of
+    them, so earlier positions are never computed twice. Room for ``max_seq_len``
+    positions is reserved at the first update.
 
     Args:
         max_seq_len: Most positions the cache can hold: the model's ``max_seq_len``.
 
     Attributes:
         k: Keys, shape ``(B, H, max_seq_len, d_head)``, of which the first ``seq_len``
-            positions are
-            filled; ``None`` until the first update.
+            positions are filled; ``None`` until the first update.
         v: Values, same shape as ``k``.
         seq_len: Number of positions filled.
     """
@@ -239,8 +230,7 @@ class KVCache:
 
         Returns:
             ``(k, v)`` for every position so far, each of shape ``(B, H, seq_len + T,
-            d_head)``: views
-            of the cache, not copies.
+            d_head)``: views of the cache, not copies.
         """
         # reserve every position once, instead of growing (copying) at each step
         if self.k is None or self.v is None:

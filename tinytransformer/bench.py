@@ -25,8 +25,7 @@ def training_flops_per_token(config: GPTConfig) -> int:
     embeddings).
 
     The token embedding matrix counts once: as the output projection it is a real matrix
-    product,
-    while the embedding lookup costs no arithmetic.
+    product, while the embedding lookup costs no arithmetic.
     """
     model_parameters = count_parameters(config) - config.max_seq_len * config.d_model
     return (
@@ -80,8 +79,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sdpa+compile": {"fast_attention": True, "compile": True},
 }
 """Ways to run the same training step; `tinytransformer bench --variants` picks among
-them. Each sets
-the model's ``fast_attention`` and, for the others, the
+them. Each sets the model's ``fast_attention`` and, for the others, the
 [`TrainConfig`][tinytransformer.train.TrainConfig]
 fields of the same names."""
 
@@ -98,8 +96,7 @@ def bench_training(
     corpus.
 
     The variants take turns — each one's first timed repeat, then each one's second, and
-    so on — so
-    that a machine whose speed drifts slows them all alike.
+    so on — so that a machine whose speed drifts slows them all alike.
 
     Args:
         model_config: The architecture (``vocab_size`` is replaced by the char
@@ -112,8 +109,7 @@ def bench_training(
 
     Returns:
         For each variant: ``ms_per_step``, ``tokens_per_s``, ``gflops``, each repeat's
-        ms and the
-        parameter count.
+        ms and the parameter count.
     """
     data = load_token_data(None, tokenizer="char")
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
@@ -170,8 +166,7 @@ def bench_generation(
 
     Returns:
         The medians of ``repeats`` measurements each, ``{"with_cache": ...,
-        "without_cache": ...}``,
-        taken in turns like the training repeats.
+        "without_cache": ...}``, taken in turns like the training repeats.
     """
     torch.manual_seed(0)
     model = GPT(model_config).to(device).eval()

@@ -101,8 +101,7 @@ class Block(nn.Module):
             kv_cache: This block's cache of earlier keys and values, when generating
                 (chapter 10).
             is_causal: ``mask`` is the plain causal triangle; lets the fused kernel mask
-                by itself
-                (chapter 4).
+                by itself (chapter 4).
 
         Returns:
             The updated residual stream, same shape as ``x``.

@@ -19,9 +19,8 @@ SOLUTION = re.compile(r'^\?\?\?\+? success "Solution"[ \t]*$')
 
 VARIES = {"varies": "numbers", "unchecked": "all"}
 """Info-string words of blocks whose output changes from run to run: their numbers
-(timings), or
-everything (a profiler's table, ranked by time). Such an output is checked with its
-numbers masked,
+(timings), or everything (a profiler's table, ranked by time). Such an output is checked
+with its numbers masked,
 or not at all."""
 
 TEMPORARY = re.compile(r"tmp[a-z0-9_]{8}\b")
@@ -33,8 +32,7 @@ def unfold_solutions(text: str) -> str:
     line.
 
     The body is what Python-Markdown gives the block: the lines after its first line
-    that
-    are blank or indented by at least four spaces.
+    that are blank or indented by at least four spaces.
     """
     lines = text.splitlines(keepends=True)
     inside = False

@@ -215,8 +215,7 @@ def load_base_model(source: str | Path) -> tuple[GPT, Tokenizer]:
         source: One of our checkpoints (the file, or the run folder that holds
             ``checkpoint.pt``; an adapter checkpoint comes back merged), a Hugging Face
             GPT-2 pretrained directory (``config.json`` + ``model.safetensors``), or a
-            hub
-            name such as ``"gpt2"``.
+            hub name such as ``"gpt2"``.
 
     Returns:
         ``(model, tokenizer)``: a plain ``GPT`` on the CPU, in evaluation mode.

@@ -232,8 +232,7 @@ def iter_text(
 
     Yields:
         Pieces of text, each ending where a pre-tokenisation chunk ends (see
-        ``SAFE_CUT``) or at the
-        end of a file.
+        ``SAFE_CUT``) or at the end of a file.
 
     Raises:
         ValueError: If a file is not valid UTF-8 (the message says where).
@@ -417,8 +416,8 @@ def load_token_data(
     Raises:
         FileNotFoundError: If the corpus does not exist.
         ValueError: For an empty corpus, text that is not UTF-8, an unknown tokenizer, a
-            failed
-            download, a ``val_fraction`` outside (0, 1), or too few tokens to split.
+            failed download, a ``val_fraction`` outside (0, 1), or too few tokens to
+            split.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")

@@ -190,8 +190,8 @@ def bench_decoding(
     Returns:
         For each contestant (``"hugging face"`` when available, ``"plain"``, then each
         dtype): ``tokens_per_s`` (median), ``seconds`` (every round) and ``agree``, the
-        number of leading
-        new tokens identical to the reference's (Hugging Face's, else ``"plain"``).
+        number of leading new tokens identical to the reference's (Hugging Face's, else
+        ``"plain"``).
     """
     torch.manual_seed(seed)
     random_tokens = torch.Generator().manual_seed(seed)

@@ -59,9 +59,8 @@ def autocast(
     Args:
         device: The device the model runs on.
         dtype: ``"auto"`` (bfloat16 autocast on CUDA GPUs that support it, float32
-            elsewhere),
-            ``"float32"`` (no autocast) or ``"bfloat16"`` (autocast on any device, the
-            CPU included).
+            elsewhere), ``"float32"`` (no autocast) or ``"bfloat16"`` (autocast on any
+            device, the CPU included).
 
     Returns:
         A context manager to wrap the forward pass and the loss in.

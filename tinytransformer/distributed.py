@@ -45,11 +45,10 @@ def init_distributed(
 
     Args:
         device_name: As for [`select_device`][tinytransformer.devices.select_device];
-            under torchrun a
-            CUDA device becomes ``cuda:LOCAL_RANK``.
+            under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.
         timeout_seconds: How long a collective may wait for the other ranks before
-            failing, so that a
-            rank that died brings the job down with an error instead of a hang.
+            failing, so that a rank that died brings the job down with an error instead
+            of a hang.
 
     Returns:
         ``(distributed, device)``.

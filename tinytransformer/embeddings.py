@@ -40,8 +40,7 @@ class Embeddings(nn.Module):
         Args:
             token_ids: Integer tensor of shape ``(B, T)``.
             start_pos: Position of the first token (non-zero when earlier tokens were
-                cached,
-                chapter 10).
+                cached, chapter 10).
 
         Returns:
             Tensor of shape ``(B, T, d_model)``.

@@ -47,8 +47,7 @@ def export_model(
 
     Raises:
         ValueError: If the model or tokenizer is of a kind the browser cannot run, a
-            weight does not
-            fit in ``dtype``, or ``out_dir`` cannot be written.
+            weight does not fit in ``dtype``, or ``out_dir`` cannot be written.
     """
     if not isinstance(tokenizer, CharTokenizer):
         raise ValueError(
@@ -117,8 +116,7 @@ def load_web_export(folder: Path) -> tuple[GPT, CharTokenizer]:
 
     Returns:
         ``(model, tokenizer)``, the model in evaluation mode, its weights those of the
-        file (float16 ones
-        widened to float32).
+        file (float16 ones widened to float32).
 
     Raises:
         FileNotFoundError: If there is no manifest.

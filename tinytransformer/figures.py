@@ -842,8 +842,14 @@ def draw_speedrun_curves() -> Figure:
         seconds, losses = zip(*points)
         reference = name.startswith("nanoGPT")
         label = f"{name}: validation {record['final_val_loss'][name]:.3f}"
-        ax.plot(seconds, losses, color="#e65100" if reference else "#3949ab",
-                linestyle="--" if reference else "-", linewidth=1, label=label)
+        ax.plot(
+            seconds,
+            losses,
+            color="#e65100" if reference else "#3949ab",
+            linestyle="--" if reference else "-",
+            linewidth=1,
+            label=label,
+        )
     ax.axhline(1.886, color="k", linewidth=0.6, linestyle=":")
     ax.axvline(60, color="k", linewidth=0.6, linestyle=":")
     ax.set_ylim(1.4, 3.0)

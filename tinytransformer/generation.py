@@ -46,8 +46,7 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
     Returns:
         A copy of ``logits`` with the dropped entries set to ``-inf``; the most likely
-        token is
-        always kept.
+        token is always kept.
     """
     sorted_logits, order = torch.sort(logits, dim=-1)  # ascending: the tail comes first
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)  # (B, V)
@@ -66,17 +65,15 @@ class SamplingOptions:
         top_k: If given, sample only among the ``top_k`` most likely tokens (at least
             1).
         top_p: If given, sample only among the most likely tokens whose probabilities
-            reach ``top_p``
-            together (nucleus sampling); in ``(0, 1]``.
+            reach ``top_p`` together (nucleus sampling); in ``(0, 1]``.
         greedy: Take the most likely token; the other options then change nothing.
         eot_id: End-of-text token. A sequence that produces it is finished and padded
-            with it from then
-            on; generation stops early once every sequence is finished.
+            with it from then on; generation stops early once every sequence is
+            finished.
 
     Raises:
         ValueError: If ``temperature`` is negative, not finite or 0 when sampling,
-            ``top_k < 1``, or
-            ``top_p`` is outside ``(0, 1]``.
+            ``top_k < 1``, or ``top_p`` is outside ``(0, 1]``.
     """
 
     temperature: float = 1.0
@@ -152,10 +149,8 @@ def generate_tokens(
     made.
 
     The model is in evaluation mode until the iteration ends, then back in its previous
-    mode. When
-    the context reaches ``max_seq_len``, its newest half is kept and the cache rebuilt
-    from it.
-    The arguments are checked when the iteration starts.
+    mode. When the context reaches ``max_seq_len``, its newest half is kept and the
+    cache rebuilt from it. The arguments are checked when the iteration starts.
 
     Args:
         model: The model.
@@ -277,8 +272,8 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
 
     Raises:
         ValueError: If the prompt is empty and the tokenizer has no end-of-text token,
-            or if the
-            tokenizer cannot encode some of its characters (all of them are named).
+            or if the tokenizer cannot encode some of its characters (all of them are
+            named).
     """
     if not prompt:
         if tokenizer.eot_id is None:

@@ -3,9 +3,8 @@
 """Load Hugging Face GPT-2 checkpoints into our GPT (chapter 11).
 
 Nothing here imports ``transformers``: a pretrained directory is read with
-``safetensors`` (or
-``torch.load``), and hub names are downloaded with ``huggingface_hub``, both imported
-only when used.
+``safetensors`` (or ``torch.load``), and hub names are downloaded with
+``huggingface_hub``, both imported only when used.
 """
 
 import json
@@ -54,10 +53,8 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
 
     Raises:
         ValueError: If the configuration is not a GPT-2 that our model can represent
-            (another
-            ``model_type``, an activation other than tanh-GELU, unusual attention
-            scaling,
-            cross-attention) or its sizes are invalid.
+            (another ``model_type``, an activation other than tanh-GELU, unusual
+            attention scaling, cross-attention) or its sizes are invalid.
     """
     settings = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
     model_type = settings.get("model_type", "gpt2")
@@ -96,8 +93,7 @@ def checkpoint_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 
     Returns:
         GPT-2's tensor names (without the ``transformer.`` prefix) mapped to their
-        shapes, in the
-        layout of the checkpoint (``Conv1D`` weights are ``(in, out)``).
+        shapes, in the layout of the checkpoint (``Conv1D`` weights are ``(in, out)``).
     """
     d, d_ff = config.d_model, config.d_ff
     shapes: dict[str, tuple[int, ...]] = {
@@ -225,8 +221,7 @@ def read_weights(directory: Path) -> dict[str, Tensor]:
 
     Args:
         directory: Holds ``model.safetensors``, or shards listed in
-            ``model.safetensors.index.json``,
-            or ``pytorch_model.bin``.
+            ``model.safetensors.index.json``, or ``pytorch_model.bin``.
 
     Returns:
         The tensors by name, as stored.
@@ -377,8 +372,7 @@ def load_gpt2(source: str | PathLike | Any) -> GPT:
     checkpoint.
 
     A local directory is tried first, so ``load_gpt2("gpt2")`` reads ``./gpt2`` if it
-    exists and
-    otherwise downloads GPT-2 small from the hub.
+    exists and otherwise downloads GPT-2 small from the hub.
 
     Args:
         source: A pretrained directory (``config.json`` + ``model.safetensors`` or
@@ -392,9 +386,8 @@ def load_gpt2(source: str | PathLike | Any) -> GPT:
     Raises:
         FileNotFoundError: If a local path does not exist or lacks its files.
         ValueError: If the checkpoint is not a GPT-2 our model can represent, its
-            tensors do not
-            match its configuration (the message names the keys), or a hub download
-            fails.
+            tensors do not match its configuration (the message names the keys), or a
+            hub download fails.
     """
     if isinstance(source, nn.Module) and hasattr(
         getattr(source, "config", None), "to_dict"

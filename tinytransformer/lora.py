@@ -83,8 +83,7 @@ def lora_targets(model: GPT, targets: Iterable[str] = TARGETS) -> list[str]:
 
     Raises:
         ValueError: If ``targets`` is empty or names a projection not in ``TARGETS``, or
-            if the model
-            already has adapters.
+            if the model already has adapters.
     """
     targets = tuple(targets)
     unknown = [name for name in targets if name not in TARGETS]
@@ -183,10 +182,8 @@ def load_lora(model: GPT, state: Mapping[str, Tensor]) -> GPT:
 
     Raises:
         ValueError: If ``state`` is not an adapter state for this model: a layer it
-            names is missing,
-            the model has layers to adapt that it does not name, or a shape differs
-            (both shapes named).
-            ``model`` is unchanged then.
+            names is missing, the model has layers to adapt that it does not name, or a
+            shape differs (both shapes named). ``model`` is unchanged then.
     """
     if "lora_alpha" not in state:
         raise ValueError(

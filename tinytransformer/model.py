@@ -34,8 +34,7 @@ class GPTConfig:
         n_layers: Number of blocks.
         n_heads: Attention heads per block; must divide ``d_model``.
         d_ff: Hidden width of the feed-forward networks; 0 (or ``None``) means ``4 *
-            d_model``
-            (``8 * d_model // 3`` with ``mlp="swiglu"``, chapter 11c).
+            d_model`` (``8 * d_model // 3`` with ``mlp="swiglu"``, chapter 11c).
         dropout: Dropout probability (embeddings, attention output, feed-forward
             output).
         bias: Whether linear layers and LayerNorms have biases (GPT-2: yes).
@@ -45,12 +44,10 @@ class GPTConfig:
             when ``False``.
         layer_norm_eps: Epsilon of every LayerNorm.
         fast_attention: Compute attention with PyTorch's fused kernel instead of chapter
-            1's code
-            (chapter 12); the outputs are the same, the training presets turn it on for
-            speed.
+            1's code (chapter 12); the outputs are the same, the training presets turn
+            it on for speed.
         gelu_approximate: ``"tanh"`` for GPT-2's approximate GELU, ``"none"`` for the
-            exact GELU
-            (nanoGPT's; faster on a CPU, chapter 12).
+            exact GELU (nanoGPT's; faster on a CPU, chapter 12).
         weight_init: ``"gpt2"`` for GPT-2's initialisation, ``"xavier"`` for the Xavier
             initialisation the original transformer used (see ``GPT.init_weights``).
         norm: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama; chapter 11c).
@@ -63,9 +60,8 @@ class GPTConfig:
 
     Raises:
         ValueError: If a size is not a positive integer, ``n_heads`` does not divide
-            ``d_model``,
-            ``dropout`` is outside ``[0, 1)``, ``gelu_approximate`` is neither
-            ``"tanh"`` nor ``"none"``, ``weight_init`` is neither ``"gpt2"`` nor
+            ``d_model``, ``dropout`` is outside ``[0, 1)``, ``gelu_approximate`` is
+            neither ``"tanh"`` nor ``"none"``, ``weight_init`` is neither ``"gpt2"`` nor
             ``"xavier"``, or an option of chapter 11c is unknown or does not fit
             (``n_kv_heads`` must divide ``n_heads``; rotary embeddings need an even
             ``d_head``).
@@ -225,23 +221,18 @@ class GPT(nn.Module):
             targets: The tokens that should come next, ``(B, T)``: ``token_ids`` shifted
                 by one.
             kv_caches: When generating (chapter 10), one
-                [`KVCache`][tinytransformer.attention.KVCache]
-                per block; ``token_ids`` then continues the positions already in the
-                caches.
+                [`KVCache`][tinytransformer.attention.KVCache] per block; ``token_ids``
+                then continues the positions already in the caches.
 
         Returns:
             Logits of shape ``(B, T, vocab_size)``; position ``t`` scores the token at
-            ``t + 1``. Given
-            ``targets``, the pair ``(logits, loss)``: the loss is the mean cross-entropy
-            over every
-            position, computed in float32.
+            ``t + 1``. Given ``targets``, the pair ``(logits, loss)``: the loss is the
+            mean cross-entropy over every position, computed in float32.
 
         Raises:
             ValueError: If ``token_ids`` is not a 2-D integer tensor, if it is longer
-                than
-                ``max_seq_len`` (counting cached positions), or if ``kv_caches`` does
-                not hold one
-                cache per block.
+                than ``max_seq_len`` (counting cached positions), or if ``kv_caches``
+                does not hold one cache per block.
         """
         start_pos = 0
         if kv_caches is not None:
@@ -309,31 +300,25 @@ class GPT(nn.Module):
         """Extend ``token_ids`` by up to ``max_new_tokens`` tokens, one at a time.
 
         The model is in evaluation mode (no dropout) while generating, then restored.
-        The loop is
-        [`generate_tokens`][tinytransformer.generation.generate_tokens], which yields
-        the tokens as
-        they come, for streaming.
+        The loop is [`generate_tokens`][tinytransformer.generation.generate_tokens],
+        which yields the tokens as they come, for streaming.
 
         Args:
             token_ids: Prompts of shape ``(B, T)`` with ``T >= 1``, one row per
                 sequence.
             max_new_tokens: Most tokens to append; at least 1.
             options: How each token is chosen — temperature, top-k, top-p, greedy — and
-                the end-of-text
-                token that finishes a row (chapter 10's
+                the end-of-text token that finishes a row (chapter 10's
                 [`SamplingOptions`][tinytransformer.generation.SamplingOptions]);
-                ``None`` samples the
-                model's own distribution.
+                ``None`` samples the model's own distribution.
             generator: Random generator for reproducible sampling.
             use_cache: Reuse the keys and values of earlier positions (the KV cache).
-                ``False``
-                recomputes the whole context at every step, with the same result, more
-                slowly.
+                ``False`` recomputes the whole context at every step, with the same
+                result, more slowly.
 
         Returns:
             Tensor of shape ``(B, T + n)``: the prompts followed by ``n`` new tokens,
-            where
-            ``n = max_new_tokens`` unless every row reached the end-of-text token
+            where ``n = max_new_tokens`` unless every row reached the end-of-text token
             sooner.
 
         Raises:
@@ -423,8 +408,7 @@ def block_gradient_norms(
     model.
 
     One forward and backward pass of the next-token loss on random tokens. The global
-    random state
-    is left as it was.
+    random state is left as it was.
 
     Args:
         config: The architecture to measure.

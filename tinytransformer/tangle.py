@@ -31,8 +31,8 @@ def collect_blocks(book_dir: Path) -> dict[str, list[tuple[str, str]]]:
 
     Returns:
         For each generated file (e.g. ``"tinytransformer/model.py"``,
-        ``"book/javascripts/explorer.js"``),
-        its blocks in book order as ``(chapter path, code)`` pairs.
+        ``"book/javascripts/explorer.js"``), its blocks in book order as ``(chapter
+        path, code)`` pairs.
     """
     parser = MarkdownIt("commonmark")
     blocks: dict[str, list[tuple[str, str]]] = {}

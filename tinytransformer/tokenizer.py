@@ -256,8 +256,7 @@ def check_ranks(ranks: dict[bytes, int], pattern: str) -> None:
 
     Raises:
         ValueError: If the pattern is empty or not a regex, a single byte has no token,
-            or the ids are
-            not ``0 .. n-1``, each once.
+            or the ids are not ``0 .. n-1``, each once.
     """
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(

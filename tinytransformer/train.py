@@ -62,9 +62,8 @@ class TrainConfig:
             project).
         seed: Seed for initialisation, batches and dropout.
         dtype: Precision of the forward pass in training and evaluation: ``"auto"``
-            (bfloat16 autocast on a
-            CUDA GPU that supports it, else float32), ``"float32"`` or ``"bfloat16"``
-            (chapter 9).
+            (bfloat16 autocast on a CUDA GPU that supports it, else float32),
+            ``"float32"`` or ``"bfloat16"`` (chapter 9).
         compile: Run the model through ``torch.compile`` in training and evaluation
             (chapter 12).
     """
@@ -168,9 +167,8 @@ def configure_optimizer(
     project's preset).
 
     Only parameters with ``requires_grad`` are optimised, so a model whose weights are
-    frozen — LoRA's
-    adapters around a pretrained model (chapter 11b) — hands the optimiser just what
-    trains.
+    frozen — LoRA's adapters around a pretrained model (chapter 11b) — hands the
+    optimiser just what trains.
 
     Args:
         model: The model whose parameters to optimise.
@@ -201,10 +199,9 @@ class Trainer:
     """Trains a [`GPT`][tinytransformer.model.GPT] it is handed on tokenised data.
 
     The caller builds or loads the model — freshly initialised, from a checkpoint, or
-    GPT-2's weights
-    (chapter 11) — and the trainer owns what happens to it: optimisation, evaluation,
-    logging and
-    checkpoints. It moves the model to ``device`` and trains it in place.
+    GPT-2's weights (chapter 11) — and the trainer owns what happens to it:
+    optimisation, evaluation, logging and checkpoints. It moves the model to ``device``
+    and trains it in place.
 
     Args:
         model: The model to train; its ``config.vocab_size`` must equal the tokenizer's.

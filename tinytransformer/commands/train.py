@@ -584,8 +584,8 @@ def _resolve_init(
     args: argparse.Namespace, model_typed: dict, train_typed: dict
 ) -> tuple[GPTConfig, TrainConfig, TokenData, None, GPT, dict | None]:
     """``--init``: the weights with their architecture and tokenizer, the preset's
-    training
-    configuration, and for ``--lora`` the reference to the base that checkpoints record.
+    training configuration, and for ``--lora`` the reference to the base that
+    checkpoints record.
     """
     if args.init is None:
         raise ValueError(
