@@ -214,13 +214,19 @@ def output_problem(shown: str, printed: str, varies: str) -> str | None:
     return f"the page shows output under this block, but it prints nothing; `{REFRESH}` removes it"
 
 
+@cache
+def recorded_outputs(chapter: Path) -> dict[str, dict[str, str]]:
+    """A chapter's records, read once per test session (they are only written at its end)."""
+    return read_outputs(chapter)
+
+
 def check_output(item: MarkdownInlinePythonItem, report: pytest.TestReport, runner: PrintingRunner) -> None:
     """Compare what a block printed with its record (or keep it to record, under ``--refresh-outputs``)."""
     key, varies = block_key(runner.block.code), runner.block.varies
     report.user_properties.append(("block_output", (str(item.path), key, runner.printed, varies)))
     if item.config.getoption("refresh_outputs"):
         return
-    record = read_outputs(item.path).get(key)
+    record = recorded_outputs(item.path).get(key)
     problem = output_problem(record["printed"] if record else "", runner.printed, varies)
     if problem:
         report.outcome = "failed"
@@ -237,6 +243,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             _printed.setdefault(Path(chapter), {})[key] = (printed, varies)
 
 
+@cache
 def measured_on() -> str:
     """This machine and today, for the label of a ``varies`` output: what its numbers depend on."""
     cpu = platform.processor() or platform.machine()

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.xdist_group("site")  # one built site for this module and test_explorer.py
 
-# Code blocks that may scroll sideways at 1280 px, by their first line: tables of numbers, which wrap
-# badly, and the page of the browser appendix's generated tables.
+# Code blocks allowed to scroll sideways at 1280 px, by their first line (say why next to each one).
+# None today: every block of the book fits.
 WIDE_ON_PURPOSE: tuple[str, ...] = ()
 
 # Material's copy button on each code block (button.md-clipboard before Material 9.6).
