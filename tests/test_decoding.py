@@ -67,20 +67,46 @@ def test_the_model_itself_is_unchanged_and_the_copy_has_no_trainable_parameters(
     assert not any(parameter.requires_grad for parameter in fast.parameters())
 
 
-def test_float32_stores_wide_outputs_transposed_and_narrow_ones_as_they_are(model):
-    fast = decoding_model(model, "float32")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_float32_cuts_each_weight_along_its_input_into_one_slice_per_thread(
+    model, threads
+):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = decoding_model(model, "float32")
+    finally:
+        torch.set_num_threads(before)
     qkv, fc_out = fast.blocks[0].attn.qkv_proj, fast.blocks[0].mlp.fc_out
-    assert (
-        qkv.weight.shape == (3 * 48, 48) and qkv.weight.t().is_contiguous()
-    )  # (in, out) in memory
-    assert (
-        fc_out.weight.shape == (48, 4 * 48) and fc_out.weight.is_contiguous()
-    )  # (out, in)
+    assert qkv.splits == fc_out.splits == threads  # each divides 48 and 192
+    assert qkv.weight.shape == (threads, 48 // threads, 3 * 48)
+    assert fc_out.weight.shape == (threads, 4 * 48 // threads, 48)
+    assert qkv.weight.is_contiguous() and fc_out.weight.is_contiguous()
+    slices = model.blocks[0].attn.qkv_proj.weight.t().reshape(qkv.weight.shape)
+    assert torch.equal(qkv.weight, slices)  # the same numbers, only laid out
     lm_head = fast.lm_head.weight
-    assert lm_head.t().is_contiguous()
     assert (
         lm_head.data_ptr() != fast.embeddings.token_embedding.weight.data_ptr()
     )  # its own copy
+    with torch.no_grad():  # equal to the plain model's, whatever the slicing
+        assert (fast(prompt()) - model(prompt())).abs().max() < TOLERANCE["float32"]
+
+
+def test_float32_falls_back_to_one_slice_when_the_threads_do_not_divide_the_input():
+    before = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        layer = DecodingLinear(nn.Linear(48, 10), "float32")
+    finally:
+        torch.set_num_threads(before)
+    assert layer.splits == 1 and layer.weight.shape == (1, 48, 10)
+    x = torch.randn(3, 2, 48)
+    assert torch.allclose(layer(x), F.linear(x, *layer_weights(layer)), atol=1e-6)
+
+
+def layer_weights(layer: DecodingLinear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (out, in) weight and the bias back from a float32 ``DecodingLinear``."""
+    return layer.weight.reshape(layer.in_features, -1).t(), layer.bias
 
 
 def test_quantize_int8_rounds_each_weight_to_half_a_step_of_its_row():

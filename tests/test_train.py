@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,9 @@ def test_presets_include_the_original_and_the_reference_configurations():
     assert (
         reference.model["n_layers"] == 4 and reference.model["d_model"] == 128 and reference.train["batch_size"] == 12
     )
-    assert PRESETS["speedrun"].model == reference.model  # the speedrun changes the training, not the model
+    # the speedrun changes the training, and how attention is computed, not the model
+    assert PRESETS["speedrun"].model == reference.model | dict(fast_attention=False)
+    assert PRESETS["speedrun"].train["dtype"] == "bfloat16"
     for preset in PRESETS.values():  # every preset builds valid configurations
         GPTConfig(vocab_size=100, **preset.model)
         TrainConfig(**preset.train)
@@ -766,6 +769,22 @@ def test_the_precision_setting_covers_training_and_evaluation_alike(data, model_
     trainer.train_step()
     trainer.evaluate()
     assert seen == [expected] * 3  # the step, and one batch of each split
+
+
+@pytest.mark.parametrize("fast_attention", [False, True])
+def test_a_bfloat16_step_follows_the_float32_step_within_its_rounding(data, model_config, fast_attention):
+    """The speedrun's path (chapter 12): autocast rounds the products' inputs to 8 significant bits."""
+    model_config = replace(model_config, dropout=0.0, fast_attention=fast_attention)
+    trainers = {
+        dtype: new_trainer(model_config, TrainConfig(batch_size=4, dtype=dtype), data, progress=False)
+        for dtype in ("float32", "bfloat16")
+    }
+    losses = {dtype: [trainer.train_step().item() for _ in range(5)] for dtype, trainer in trainers.items()}
+    assert all(abs(a - b) < 2e-3 for a, b in zip(losses["float32"], losses["bfloat16"])), losses
+    weights = [dict(trainer.model.named_parameters()) for trainer in trainers.values()]
+    assert all(weights[1][name].dtype == torch.float32 for name in weights[1])  # the weights stay float32
+    largest = max((weights[0][name] - weights[1][name]).abs().max().item() for name in weights[0])
+    assert 0 < largest < 1e-3  # rounded, and only a little (1e-4 measured)
 
 
 def test_compile_wraps_the_model_for_training_and_evaluation_alike(data, model_config):

@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sdpa": {"fast_attention": True},
     # bfloat16 autocast around the step
     "sdpa+bf16": {"fast_attention": True, "dtype": "bfloat16"},
+    "book+bf16": {"fast_attention": False, "dtype": "bfloat16"},
     # torch.compile of the model
     "sdpa+compile": {"fast_attention": True, "compile": True},
 }

@@ -86,10 +86,11 @@ class DecodingLinear(nn.Module):
 
     Args:
         linear: The layer to copy (its weight is ``(out, in)``).
-        dtype: ``"float32"``: the same numbers, stored ``(in, out)`` when ``out > in``;
-            ``"bfloat16"``: weight and input rounded to bfloat16; ``"int8"``:
-            per-channel int8 weights (``quantize_int8``) with a bfloat16 input. A key of
-            ``DECODING_DTYPES``.
+        dtype: ``"float32"``: the same numbers, stored ``(in, out)`` and cut along
+            the input into one slice per thread (``torch.get_num_threads()`` when this
+            layer is made, if it divides ``in``); ``"bfloat16"``: weight and input
+            rounded to bfloat16; ``"int8"``: per-channel int8 weights
+            (``quantize_int8``) with a bfloat16 input. A key of ``DECODING_DTYPES``.
 
     The output is float32 in every case.
     """
@@ -100,9 +101,12 @@ class DecodingLinear(nn.Module):
         self.dtype = dtype
         self.in_features, self.out_features = linear.in_features, linear.out_features
         scales = None
-        if dtype == "float32":  # wide outputs read faster as (in, out): measured above
-            transposed = linear.out_features > linear.in_features
-            weight = weight.t().contiguous().t() if transposed else weight
+        self.splits = 1
+        if dtype == "float32":  # (splits, in / splits, out): one slice per thread
+            threads = torch.get_num_threads()
+            self.splits = threads if self.in_features % threads == 0 else 1
+            weight = weight.t().reshape(self.splits, -1, self.out_features)
+            weight = weight.contiguous()
         elif dtype == "bfloat16":
             weight = weight.to(torch.bfloat16)
         else:
@@ -118,21 +122,23 @@ class DecodingLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x @ W.T + b`` for ``x`` of shape ``(..., in)``: float32, ``(..., out)``."""
-        if self.dtype == "float32":
-            return F.linear(x, self.weight, self.bias)
-        if self.scales is None:  # bfloat16
+        if self.dtype == "float32":  # a product per slice of the input, then their sum
+            rows = x.reshape(-1, self.splits, self.in_features // self.splits)
+            y = torch.bmm(rows.transpose(0, 1), self.weight).sum(0)  # (rows, out)
+            y = y.view(*x.shape[:-1], self.out_features)
+        elif self.scales is None:  # bfloat16
             y = F.linear(x.to(torch.bfloat16), self.weight)
         else:  # int8: the kernel takes a (rows, in) matrix
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch._weight_int8pack_mm(rows, self.weight, self.scales)
             y = y.view(*x.shape[:-1], self.out_features)
-        y = y.float()
+        y = y.float()  # no copy when it already is
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"dtype={self.dtype}"
+            f"dtype={self.dtype}, splits={self.splits}"
         )
 
 
@@ -145,7 +151,7 @@ def decoding_model(model: GPT, dtype: str = "float32") -> GPT:
     Args:
         model: The model; it is not changed.
         dtype: How to store the linear weights: ``"float32"`` (same numbers up to
-            rounding, faster layout), ``"bfloat16"`` or ``"int8"``.
+            rounding, split so that every thread reads), ``"bfloat16"`` or ``"int8"``.
 
     Returns:
         The copy, in evaluation mode.

@@ -326,8 +326,8 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
         choices=["float32", "bfloat16", "int8"],
         help=(
             "store the linear weights for decoding (chapter 12): float32 (same numbers,"
-            " faster layout), bfloat16 or int8 (fewer bytes, slightly different"
-            " numbers); default: as trained"
+            " split so that every thread reads), bfloat16 or int8 (fewer bytes,"
+            " slightly different numbers); default: as trained"
         ),
     )
     parser.add_argument(
