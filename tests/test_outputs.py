@@ -98,6 +98,7 @@ def test_an_output_with_backticks_gets_a_longer_fence():
 
 def test_mask_numbers_keeps_the_words():
     assert mask_numbers("20 tokens in 0.03 s, 1,039 tokens/s (3.3×), 4.7e-04") == "# tokens in # s, # tokens/s (#×), #"
+    assert mask_numbers("split   5.4 ms") == mask_numbers("split  28.0 ms") == "split # ms"  # aligned columns
 
 
 @pytest.fixture

@@ -81,9 +81,9 @@ def block_key(code: str) -> str:
 
 
 def mask_numbers(text: str) -> str:
-    """``text`` with every number replaced by ``#``: what must not change in a
-    ``varies`` output."""
-    return NUMBER.sub("#", text)
+    """``text`` with every number replaced by ``#``, and each run of spaces by one
+    (a wider number shifts its column): what must not change in a ``varies`` output."""
+    return re.sub(" +", " ", NUMBER.sub("#", text))
 
 
 def mask_temporary(text: str) -> str:
