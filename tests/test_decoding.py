@@ -92,7 +92,7 @@ def test_float32_cuts_each_weight_along_its_input_into_one_slice_per_thread(
         assert (fast(prompt()) - model(prompt())).abs().max() < TOLERANCE["float32"]
 
 
-def test_float32_falls_back_to_one_slice_when_the_threads_do_not_divide_the_input():
+def test_float32_keeps_one_slice_when_the_threads_do_not_divide_the_input_or_off_the_cpu():
     before = torch.get_num_threads()
     torch.set_num_threads(5)
     try:
@@ -100,6 +100,8 @@ def test_float32_falls_back_to_one_slice_when_the_threads_do_not_divide_the_inpu
     finally:
         torch.set_num_threads(before)
     assert layer.splits == 1 and layer.weight.shape == (1, 48, 10)
+    on_another_device = DecodingLinear(nn.Linear(48, 10, device="meta"), "float32")
+    assert on_another_device.splits == 1  # CPU threads say nothing about a GPU
     x = torch.randn(3, 2, 48)
     assert torch.allclose(layer(x), F.linear(x, *layer_weights(layer)), atol=1e-6)
 

@@ -87,10 +87,11 @@ class DecodingLinear(nn.Module):
     Args:
         linear: The layer to copy (its weight is ``(out, in)``).
         dtype: ``"float32"``: the same numbers, stored ``(in, out)`` and cut along
-            the input into one slice per thread (``torch.get_num_threads()`` when this
-            layer is made, if it divides ``in``); ``"bfloat16"``: weight and input
-            rounded to bfloat16; ``"int8"``: per-channel int8 weights
-            (``quantize_int8``) with a bfloat16 input. A key of ``DECODING_DTYPES``.
+            the input into one slice per CPU thread (``torch.get_num_threads()`` when
+            this layer is made, if it divides ``in``; one slice for a weight on a GPU);
+            ``"bfloat16"``: weight and input rounded to bfloat16; ``"int8"``:
+            per-channel int8 weights (``quantize_int8``) with a bfloat16 input. A key of
+            ``DECODING_DTYPES``.
 
     The output is float32 in every case.
     """
@@ -102,8 +103,8 @@ class DecodingLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         scales = None
         self.splits = 1
-        if dtype == "float32":  # (splits, in / splits, out): one slice per thread
-            threads = torch.get_num_threads()
+        if dtype == "float32":  # (splits, in / splits, out): one slice per CPU thread
+            threads = torch.get_num_threads() if weight.device.type == "cpu" else 1
             self.splits = threads if self.in_features % threads == 0 else 1
             weight = weight.t().reshape(self.splits, -1, self.out_features)
             weight = weight.contiguous()

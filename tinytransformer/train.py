@@ -702,7 +702,7 @@ def plot_losses(metrics_path: Path, image_path: Path) -> None:
     evals = [r for r in records if "val_loss" in r]
     figure = Figure(figsize=(7, 6))
     axes, norm_axes = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    # fixed margins: fitting them to the labels took most of each plot's time
+    # fixed margins: fitting them to the labels took a quarter of each plot's time
     figure.subplots_adjust(left=0.11, right=0.97, bottom=0.08, top=0.95, hspace=0.08)
     axes.plot(
         [r["step"] for r in steps],
