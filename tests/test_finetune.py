@@ -36,6 +36,9 @@ TRAIN = [
     "0.003",
 ]
 
+SMALL_CHAR_MODEL = ["--tokenizer", "char", "--max-seq-len", "16", "--d-model", "32", "--n-layers", "2", "--n-heads", "4"]
+"""The base model of these tests: the char tokenizer, 2 layers of 32."""
+
 
 @pytest.fixture(autouse=True)
 def token_cache(tmp_path, monkeypatch):
@@ -58,16 +61,7 @@ def base(tmp_path, corpus, capsys) -> Path:
                 "train",
                 "--data",
                 str(corpus),
-                "--tokenizer",
-                "char",
-                "--max-seq-len",
-                "16",
-                "--d-model",
-                "32",
-                "--n-layers",
-                "2",
-                "--n-heads",
-                "4",
+                *SMALL_CHAR_MODEL,
                 *TRAIN,
                 "--max-steps",
                 "2",
@@ -376,16 +370,7 @@ def test_a_resumed_lora_run_matches_the_uninterrupted_one_bit_for_bit(
                 "train",
                 "--data",
                 str(corpus),
-                "--tokenizer",
-                "char",
-                "--max-seq-len",
-                "16",
-                "--d-model",
-                "32",
-                "--n-layers",
-                "2",
-                "--n-heads",
-                "4",
+                *SMALL_CHAR_MODEL,
                 "--dropout",
                 "0.1",
                 *TRAIN,
